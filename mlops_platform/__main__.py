@@ -1,0 +1,3 @@
+from mlops_platform.cli import main
+
+main()

@@ -1,0 +1,66 @@
+"""The `mlops` command. Thin: every subcommand lives in its own module and is imported only when used,
+so `mlops --help` starts without torch or mlflow.
+
+Jobs (`mlops train torch`, `mlops promote`, ...) are generated from mlops_platform/entrypoints.py; other
+commands are listed in COMMANDS as "module:attribute" of a click command or group.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from mlops_platform import __version__
+from mlops_platform.cli.jobs import job_command
+from mlops_platform.entrypoints import ENTRY_POINTS
+
+# Subcommands that are not jobs: name -> "module:click object".
+COMMANDS: dict[str, str] = {
+    "server": "mlops_platform.cli.server:server",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def __init__(self, *args, lazy_commands: dict[str, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = dict(lazy_commands or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy_commands and cmd_name not in self.commands:
+            module_name, _, attribute = self.lazy_commands[cmd_name].partition(":")
+            self.add_command(getattr(importlib.import_module(module_name), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, lazy_commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mlops")
+def cli() -> None:
+    """Train, track, promote and serve models on a self-hosted MLflow stack.
+
+    The tracking server is MLFLOW_TRACKING_URI when set, else the one `mlops server start` runs.
+    """
+
+
+def _add_job_commands(root: click.Group) -> None:
+    for entry in ENTRY_POINTS:
+        group = root
+        for word in entry.cli_path[:-1]:
+            sub = group.commands.get(word)
+            if sub is None:
+                sub = click.Group(word, help=f"{word.capitalize()} jobs.")
+                group.add_command(sub)
+            group = sub
+        group.add_command(job_command(entry), entry.cli_path[-1])
+
+
+_add_job_commands(cli)
+
+
+def main() -> None:
+    cli(prog_name="mlops")

@@ -1,0 +1,54 @@
+"""Builds a click command from a job's config class: one option per field, same name, same default."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from mlops_platform.config.base import ConfigError, literal_choices, mlproject_default, scalar_type
+from mlops_platform.entrypoints import EntryPoint
+from mlops_platform.errors import UserError
+
+_CLICK_TYPES = {bool: click.BOOL, int: click.INT, float: click.FLOAT, str: click.STRING}
+
+
+def _option_for(name: str, field: Any) -> click.Option:
+    choices = literal_choices(field.annotation)
+    if choices is not None:
+        # Literal fields: click checks the choice and names the bad value before any run exists.
+        # An optional Literal also accepts "" (unset), as MLproject passes it.
+        param_type: click.ParamType = click.Choice([*choices, ""] if field.default is None else choices)
+    else:
+        param_type = _CLICK_TYPES[scalar_type(field.annotation)]
+    default = mlproject_default(field.default) if field.default is None else field.default
+    return click.Option(
+        [f"--{name.replace('_', '-')}", name],
+        type=param_type,
+        default=default,
+        show_default=True,
+        help=field.description or "",
+    )
+
+
+def job_command(entry: EntryPoint) -> click.Command:
+    """The `mlops` subcommand of one entry point."""
+    config_class = entry.load_config_class()
+
+    def callback(**values: Any) -> None:
+        try:
+            config = config_class.parse(values)
+        except ConfigError as error:
+            raise click.UsageError(str(error)) from None
+        try:
+            entry.load_job()(config)
+        except UserError as error:
+            raise click.ClickException(str(error)) from None
+
+    return click.Command(
+        entry.cli_path[-1],
+        callback=callback,
+        params=[_option_for(name, field) for name, field in config_class.model_fields.items()],
+        help=f"{entry.help}\n\nMLproject entry point: `mlflow run . -e {entry.name}`.",
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )

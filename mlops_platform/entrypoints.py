@@ -1,0 +1,56 @@
+"""The table of jobs: each is an MLproject entry point and a `mlops` subcommand with the same parameters.
+
+Both the CLI (mlops_platform/cli) and the MLproject renderer (mlops_platform/mlproject.py) read this
+table, so a job's parameters, their defaults and their spelling come from its config class alone.
+Entries name their modules as strings so that `mlops --help` imports neither torch nor mlflow.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EntryPoint:
+    """One job.
+
+    Attributes:
+        name: the MLproject entry point name (`mlflow run . -e NAME`).
+        cli_path: the words of its `mlops` subcommand, e.g. ("train", "torch").
+        config: "module:Class" of its JobConfig.
+        job: "module:function" that runs it; the function takes the config.
+        help: one line for `--help`.
+    """
+
+    name: str
+    cli_path: tuple[str, ...]
+    config: str
+    job: str
+    help: str
+
+    def load_config_class(self) -> Any:
+        return _load(self.config)
+
+    def load_job(self) -> Any:
+        return _load(self.job)
+
+
+def _load(target: str) -> Any:
+    module_name, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+# Add a job here, then regenerate MLproject: `python -m mlops_platform.mlproject > MLproject`.
+ENTRY_POINTS: tuple[EntryPoint, ...] = ()
+
+# `mlflow run .` with no -e runs this job (the PyTorch trainer once it exists).
+MAIN_ENTRY_POINT = "train_torch"
+
+
+def entry_point(name: str) -> EntryPoint:
+    for candidate in ENTRY_POINTS:
+        if candidate.name == name:
+            return candidate
+    raise KeyError(f"no entry point named {name!r}; known: {[e.name for e in ENTRY_POINTS]}")

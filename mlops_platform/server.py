@@ -1,0 +1,265 @@
+"""The local tracking server: a real `mlflow server` process in the background, managed by pid file.
+
+The embedded default is SQLite plus a local artifact folder under MLOPS_HOME, with proxied artifact
+serving, so clients need only the server's URL. The same class starts servers on PostgreSQL for the
+tests and for a team that points `--backend-store-uri` elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+import requests
+
+from mlops_platform.errors import UserError
+from mlops_platform.settings import SERVER_STATE_FILE, mlops_home
+
+PID_FILE = "server.pid"
+LOG_FILE = "server.log"
+
+
+class ServerError(UserError):
+    """The server could not be started or stopped; the message says why."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How to run the server. Store locations default to files under `home`."""
+
+    home: Path = field(default_factory=mlops_home)
+    backend_store_uri: str | None = None
+    artifacts_destination: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 5000
+    workers: int = 2
+    # Extra environment for the server process (e.g. MLFLOW_AUTH_ADMIN_PASSWORD for basic-auth).
+    environment: dict[str, str] = field(default_factory=dict)
+    app_name: str | None = None
+
+    @property
+    def resolved_backend_store_uri(self) -> str:
+        return self.backend_store_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def resolved_artifacts_destination(self) -> str:
+        return self.artifacts_destination or str(self.home / "artifacts")
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    def server_command(self) -> list[str]:
+        command = [
+            sys.executable, "-m", "mlflow", "server",
+            "--backend-store-uri", self.resolved_backend_store_uri,
+            "--artifacts-destination", self.resolved_artifacts_destination,
+            "--host", self.host,
+            "--port", str(self.port),
+            "--workers", str(self.workers),
+        ]  # fmt: skip
+        if self.app_name:
+            command += ["--app-name", self.app_name]
+        return command
+
+
+def server_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The server's environment: job runners off (no jobs are used, and they cost two cores here)."""
+    environment = dict(os.environ)
+    environment["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    environment.update(extra or {})
+    return environment
+
+
+def upgrade_database(backend_store_uri: str) -> None:
+    """Create or migrate the backend store once, before any worker starts.
+
+    Parallel workers on a fresh SQLite file race on the migrations; one `mlflow db upgrade` first
+    leaves them nothing to do.
+    """
+    result = subprocess.run(
+        [sys.executable, "-m", "mlflow", "db", "upgrade", backend_store_uri],
+        capture_output=True,
+        text=True,
+        env=server_environment(),
+    )
+    if result.returncode != 0:
+        raise ServerError(f"could not migrate the backend store {backend_store_uri}:\n{result.stderr[-2000:]}")
+
+
+def port_in_use(host: str, port: int) -> bool:
+    connect_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((connect_host, port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_health(url: str, timeout: float, process: subprocess.Popen | None = None) -> bool:
+    """Poll `<url>/health` until it answers 200, the process exits, or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            return False
+        try:
+            if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                return True
+        except requests.RequestException:
+            pass
+        time.sleep(0.25)
+    return False
+
+
+class LocalTrackingServer:
+    """Start, inspect and stop one `mlflow server` whose state lives in `config.home`."""
+
+    def __init__(self, config: ServerConfig | None = None):
+        self.config = config or ServerConfig()
+        self.home = self.config.home
+        self.pid_file = self.home / PID_FILE
+        self.state_file = self.home / SERVER_STATE_FILE
+        self.log_file = self.home / LOG_FILE
+
+    # --- state -------------------------------------------------------------------------------------
+    def state(self) -> dict | None:
+        """The recorded state of the server this home started, if that process still lives."""
+        try:
+            state = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return None
+        if not _is_same_process(state.get("pid"), state.get("create_time")):
+            return None
+        return state
+
+    def is_running(self) -> bool:
+        return self.state() is not None
+
+    @property
+    def url(self) -> str:
+        state = self.state()
+        return state["url"] if state else self.config.url
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+    def start(self, timeout: float = 120.0) -> str:
+        """Start the server in the background and return its URL once /health answers."""
+        running = self.state()
+        if running:
+            raise ServerError(f"the tracking server already runs at {running['url']} (pid {running['pid']})")
+        if port_in_use(self.config.host, self.config.port):
+            raise ServerError(
+                f"port {self.config.port} on {self.config.host} is already in use by another process; "
+                f"choose another with --port"
+            )
+        self.home.mkdir(parents=True, exist_ok=True)
+        destination = self.config.resolved_artifacts_destination
+        if "://" not in destination:
+            Path(destination).mkdir(parents=True, exist_ok=True)
+        upgrade_database(self.config.resolved_backend_store_uri)
+
+        with open(self.log_file, "ab") as log:
+            process = subprocess.Popen(
+                self.config.server_command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=server_environment(self.config.environment),
+                start_new_session=True,  # its own process group: stop() ends the workers too
+            )
+        state = {
+            "pid": process.pid,
+            "create_time": psutil.Process(process.pid).create_time(),
+            "url": self.config.url,
+            **{k: str(v) for k, v in asdict(self.config).items() if k not in ("home", "environment")},
+            "backend_store_uri": self.config.resolved_backend_store_uri,
+            "artifacts_destination": destination,
+            "log": str(self.log_file),
+        }
+        self.pid_file.write_text(f"{process.pid}\n")
+        self.state_file.write_text(json.dumps(state, indent=2))
+        self._process = process
+        if not wait_for_health(self.config.url, timeout, process):
+            self._terminate(process.pid)
+            self._forget()
+            raise ServerError(f"the tracking server did not become healthy; last log lines:\n{self.log_tail()}")
+        return self.config.url
+
+    def stop(self, timeout: float = 20.0) -> bool:
+        """Stop the server this home started; return False when none was running."""
+        state = self.state()
+        if state is None:
+            self._forget()
+            return False
+        self._terminate(state["pid"], timeout)
+        self._forget()
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group, as a crash would (for failure tests)."""
+        state = self.state()
+        if state is not None:
+            _signal_group(state["pid"], signal.SIGKILL)
+            _wait_gone(state["pid"], 10)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    # --- helpers -----------------------------------------------------------------------------------
+    def _terminate(self, pid: int, timeout: float = 20.0) -> None:
+        _signal_group(pid, signal.SIGTERM)
+        if not _wait_gone(pid, timeout):
+            _signal_group(pid, signal.SIGKILL)
+            _wait_gone(pid, 5)
+        process = getattr(self, "_process", None)
+        if process is not None and process.pid == pid:
+            process.wait(timeout=5)  # reap our own child so it leaves no zombie
+
+    def _forget(self) -> None:
+        for path in (self.pid_file, self.state_file):
+            path.unlink(missing_ok=True)
+
+
+def _is_same_process(pid: int | None, create_time: float | None) -> bool:
+    """True when `pid` is alive and is the process we started (pids are reused)."""
+    if not pid or create_time is None:
+        return False
+    try:
+        process = psutil.Process(pid)
+        return abs(process.create_time() - create_time) < 1.0 and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    try:
+        psutil.Process(pid).wait(timeout=timeout)
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.TimeoutExpired:
+        return False
+    except psutil.Error:
+        return True
+    return True

@@ -1,0 +1,101 @@
+"""The local tracking server through the `mlops server` command, as a user runs it."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from mlops_platform.server import free_port
+
+
+def mlops(*args: str, home: Path) -> subprocess.CompletedProcess:
+    import os
+
+    env = {**os.environ, "MLOPS_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "mlops_platform", *args], capture_output=True, text=True, env=env)
+
+
+def test_start_status_second_start_and_stop(tmp_path: Path):
+    home, port = tmp_path / "home", free_port()
+    started = mlops("server", "start", "--port", str(port), "--workers", "1", home=home)
+    try:
+        assert started.returncode == 0, started.stderr
+        url = f"http://127.0.0.1:{port}"
+        assert url in started.stdout
+        assert requests.get(f"{url}/health", timeout=5).text == "OK"
+        assert (home / "server.pid").exists() and (home / "mlflow.db").exists()
+
+        # A client logs through the proxied artifact store and it lands under MLOPS_HOME.
+        from mlflow import MlflowClient
+
+        client = MlflowClient(url)
+        experiment_id = client.create_experiment("server-smoke")
+        run = client.create_run(experiment_id)
+        (tmp_path / "note.txt").write_text("hello")
+        client.log_artifact(run.info.run_id, str(tmp_path / "note.txt"))
+        assert list((home / "artifacts").rglob("note.txt"))
+
+        status = mlops("server", "status", home=home)
+        assert status.returncode == 0 and url in status.stdout
+
+        again = mlops("server", "start", "--port", str(port), home=home)
+        assert again.returncode != 0 and "already runs" in again.stderr
+    finally:
+        stopped = mlops("server", "stop", home=home)
+    assert "stopped" in stopped.stdout
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/health", timeout=2)
+    assert mlops("server", "status", home=home).returncode == 1
+    assert "no tracking server" in mlops("server", "stop", home=home).stdout
+
+
+def test_port_taken_by_another_process_is_named(tmp_path: Path):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        result = mlops("server", "start", "--port", str(port), home=tmp_path / "home")
+    assert result.returncode != 0
+    assert f"port {port}" in result.stderr and "already in use" in result.stderr
+
+
+def test_stop_leaves_foreign_processes_alone(tmp_path: Path):
+    """A stale pid file that points at someone else's process must not get it killed."""
+    import json
+    import time
+
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        home = tmp_path / "home"
+        home.mkdir()
+        state = {"pid": bystander.pid, "create_time": time.time() - 3600, "url": "http://127.0.0.1:1"}
+        (home / "server.json").write_text(json.dumps(state))
+        result = mlops("server", "stop", home=home)
+        assert "no tracking server" in result.stdout
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_help_is_fast_and_imports_no_heavy_library():
+    code = (
+        "import sys; from mlops_platform.cli import cli; "
+        "import click.testing as t; r = t.CliRunner().invoke(cli, ['--help']); "
+        "assert r.exit_code == 0, r.output; "
+        "print(sorted(m for m in ('torch', 'mlflow', 'sklearn', 'pandas') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_fixture_servers_answer_on_both_backends(tracking_uri: str, experiment_id: str, mlflow_client):
+    run = mlflow_client.create_run(experiment_id)
+    mlflow_client.log_metric(run.info.run_id, "m", 1.0)
+    assert mlflow_client.get_run(run.info.run_id).data.metrics == {"m": 1.0}
