@@ -18,6 +18,7 @@ from mlops_platform.entrypoints import ENTRY_POINTS
 # Subcommands that are not jobs: name -> "module:click object".
 COMMANDS: dict[str, str] = {
     "server": "mlops_platform.cli.server:server",
+    "runs": "mlops_platform.cli.runs:runs",
 }
 
 

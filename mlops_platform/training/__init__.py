@@ -1,0 +1,1 @@
+"""Training jobs: the PyTorch trainer and the scikit-learn trainer. Loops here never import mlflow."""
