@@ -7,6 +7,7 @@ tests and for a team that points `--backend-store-uri` elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -43,7 +44,13 @@ class ServerConfig:
     workers: int = 2
     # Extra environment for the server process (e.g. MLFLOW_AUTH_ADMIN_PASSWORD for basic-auth).
     environment: dict[str, str] = field(default_factory=dict)
+    # "basic-auth" turns on MLflow's authentication; the admin password comes only from the
+    # MLFLOW_AUTH_ADMIN_PASSWORD environment variable (there is no default anywhere).
     app_name: str | None = None
+    # Where basic-auth keeps its users; default sqlite:///$home/basic_auth.db.
+    auth_database_uri: str | None = None
+    # Host headers to accept besides localhost and private IPs (service names in docker-compose).
+    allowed_hosts: str | None = None
 
     @property
     def resolved_backend_store_uri(self) -> str:
@@ -69,7 +76,34 @@ class ServerConfig:
         ]  # fmt: skip
         if self.app_name:
             command += ["--app-name", self.app_name]
+        if self.allowed_hosts:
+            command += ["--allowed-hosts", self.allowed_hosts]
         return command
+
+    def auth_config_file(self) -> Path:
+        return self.home / "basic_auth.ini"
+
+    def process_environment(self) -> dict[str, str]:
+        """The server's environment, with the basic-auth config file when authentication is on."""
+        extra = dict(self.environment)
+        if self.app_name == "basic-auth":
+            extra["MLFLOW_AUTH_CONFIG_PATH"] = str(self.auth_config_file())
+        return server_environment(extra)
+
+    def write_auth_config(self) -> None:
+        """Write basic-auth's config: our user store, READ for everyone else, no password in it."""
+        if not (
+            self.environment.get("MLFLOW_AUTH_ADMIN_PASSWORD") or os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD")
+        ):
+            raise ServerError("--app-name basic-auth needs MLFLOW_AUTH_ADMIN_PASSWORD in the environment")
+        database_uri = self.auth_database_uri or f"sqlite:///{self.home / 'basic_auth.db'}"
+        self.auth_config_file().write_text(
+            "[mlflow]\n"
+            "default_permission = READ\n"
+            f"database_uri = {database_uri}\n"
+            "admin_username = admin\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        )
 
 
 def server_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -93,7 +127,9 @@ def upgrade_database(backend_store_uri: str) -> None:
         env=server_environment(),
     )
     if result.returncode != 0:
-        raise ServerError(f"could not migrate the backend store {backend_store_uri}:\n{result.stderr[-2000:]}")
+        raise ServerError(
+            f"could not migrate the backend store {backend_store_uri}:\n{result.stderr[-2000:]}"
+        )
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -154,11 +190,8 @@ class LocalTrackingServer:
         return state["url"] if state else self.config.url
 
     # --- lifecycle ---------------------------------------------------------------------------------
-    def start(self, timeout: float = 120.0) -> str:
-        """Start the server in the background and return its URL once /health answers."""
-        running = self.state()
-        if running:
-            raise ServerError(f"the tracking server already runs at {running['url']} (pid {running['pid']})")
+    def prepare(self) -> None:
+        """Everything before the process starts: free port, folders, auth config, migrations."""
         if port_in_use(self.config.host, self.config.port):
             raise ServerError(
                 f"port {self.config.port} on {self.config.host} is already in use by another process; "
@@ -168,7 +201,23 @@ class LocalTrackingServer:
         destination = self.config.resolved_artifacts_destination
         if "://" not in destination:
             Path(destination).mkdir(parents=True, exist_ok=True)
+        if self.config.app_name == "basic-auth":
+            self.config.write_auth_config()
         upgrade_database(self.config.resolved_backend_store_uri)
+
+    def run_in_foreground(self) -> None:
+        """Prepare, then become the server process (for containers: it stays PID 1's child)."""
+        self.prepare()
+        command = self.config.server_command()
+        os.execve(command[0], command, self.config.process_environment())
+
+    def start(self, timeout: float = 120.0) -> str:
+        """Start the server in the background and return its URL once /health answers."""
+        running = self.state()
+        if running:
+            raise ServerError(f"the tracking server already runs at {running['url']} (pid {running['pid']})")
+        self.prepare()
+        destination = self.config.resolved_artifacts_destination
 
         with open(self.log_file, "ab") as log:
             process = subprocess.Popen(
@@ -176,7 +225,7 @@ class LocalTrackingServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=server_environment(self.config.environment),
+                env=self.config.process_environment(),
                 start_new_session=True,  # its own process group: stop() ends the workers too
             )
         state = {
@@ -194,7 +243,9 @@ class LocalTrackingServer:
         if not wait_for_health(self.config.url, timeout, process):
             self._terminate(process.pid)
             self._forget()
-            raise ServerError(f"the tracking server did not become healthy; last log lines:\n{self.log_tail()}")
+            raise ServerError(
+                f"the tracking server did not become healthy; last log lines:\n{self.log_tail()}"
+            )
         return self.config.url
 
     def stop(self, timeout: float = 20.0) -> bool:
@@ -247,10 +298,8 @@ def _is_same_process(pid: int | None, create_time: float | None) -> bool:
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:

@@ -20,7 +20,9 @@ import pytest
 
 from mlops_platform.server import LocalTrackingServer, ServerConfig, free_port
 
-POSTGRES_ADMIN_URL = os.environ.get("MLOPS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+POSTGRES_ADMIN_URL = os.environ.get(
+    "MLOPS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 # Keep clients from retrying for minutes when a test deliberately takes a server down.
@@ -29,7 +31,9 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 
 def _start_server(home: Path, backend_store_uri: str | None = None) -> LocalTrackingServer:
-    server = LocalTrackingServer(ServerConfig(home=home, backend_store_uri=backend_store_uri, port=free_port()))
+    server = LocalTrackingServer(
+        ServerConfig(home=home, backend_store_uri=backend_store_uri, port=free_port())
+    )
     server.start()
     return server
 

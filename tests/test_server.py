@@ -17,7 +17,9 @@ def mlops(*args: str, home: Path) -> subprocess.CompletedProcess:
     import os
 
     env = {**os.environ, "MLOPS_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "mlops_platform", *args], capture_output=True, text=True, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "mlops_platform", *args], capture_output=True, text=True, env=env
+    )
 
 
 def test_start_status_second_start_and_stop(tmp_path: Path):

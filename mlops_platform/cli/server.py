@@ -23,8 +23,31 @@ def server() -> None:
 @click.option("--host", default=_DEFAULTS.host, show_default=True)
 @click.option("--port", default=_DEFAULTS.port, show_default=True, type=int)
 @click.option("--workers", default=_DEFAULTS.workers, show_default=True, type=int)
-def start(backend_store_uri: str | None, artifacts_destination: str | None, host: str, port: int, workers: int):
-    """Start `mlflow server` in the background and wait until it is healthy."""
+@click.option(
+    "--app-name",
+    type=click.Choice(["basic-auth"]),
+    default=None,
+    help="basic-auth: require logins; the admin password comes from MLFLOW_AUTH_ADMIN_PASSWORD.",
+)
+@click.option(
+    "--auth-database-uri", default=None, help="basic-auth's user store (default: SQLite in $MLOPS_HOME)."
+)
+@click.option("--allowed-hosts", default=None, help="Extra Host headers to accept, comma-separated.")
+@click.option(
+    "--foreground", is_flag=True, help="Run in the foreground (containers) instead of in the background."
+)
+def start(
+    backend_store_uri: str | None,
+    artifacts_destination: str | None,
+    host: str,
+    port: int,
+    workers: int,
+    app_name: str | None,
+    auth_database_uri: str | None,
+    allowed_hosts: str | None,
+    foreground: bool,
+):
+    """Start `mlflow server` (migrations first) and wait until it is healthy."""
     config = ServerConfig(
         home=mlops_home(),
         backend_store_uri=backend_store_uri,
@@ -32,8 +55,13 @@ def start(backend_store_uri: str | None, artifacts_destination: str | None, host
         host=host,
         port=port,
         workers=workers,
+        app_name=app_name,
+        auth_database_uri=auth_database_uri,
+        allowed_hosts=allowed_hosts,
     )
     try:
+        if foreground:
+            LocalTrackingServer(config).run_in_foreground()
         url = LocalTrackingServer(config).start()
     except ServerError as error:
         raise click.ClickException(str(error)) from None
