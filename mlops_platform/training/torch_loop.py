@@ -1,0 +1,460 @@
+"""The PyTorch training loop. It never imports mlflow: it reports to a `MetricsSink` (the tracker's run
+object, or a recording one in tests) and hands finished checkpoint files to a callback.
+
+What it guarantees:
+- `model.train()` for training, `model.eval()` + `torch.no_grad()` for evaluation.
+- On CUDA: autocast (bf16/fp16), a grad scaler for fp16, pinned host batches copied with
+  `non_blocking=True`, and no host sync per step except at logging steps (losses and correct counts
+  are summed on the device and read once per epoch).
+- Metrics: `train_loss_step`, `lr`, `grad_norm` every `log_every_n_steps` optimizer steps (step = global
+  optimizer step); `train_loss`, `train_accuracy`, `val_loss`, `val_accuracy`, `val_f1_macro`,
+  `epoch_seconds`, `samples_per_sec` every epoch (step = epoch).
+- Resume: a checkpoint holds everything that decides what happens next (weights, optimizer, scheduler,
+  scaler, RNG states including the shuffling generator, counters, best-so-far, history), so on CPU a
+  resumed fit ends exactly where an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from mlops_platform.config.train_torch import TorchTrainConfig
+from mlops_platform.errors import UserError
+from mlops_platform.evaluation import classification_metrics, metric_direction
+from mlops_platform.training.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
+from mlops_platform.training.device import Precision
+from mlops_platform.training.losses import build_loss
+
+STEP_METRICS: tuple[str, ...] = ("train_loss_step", "lr", "grad_norm")
+EPOCH_METRICS: tuple[str, ...] = (
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "val_f1_macro",
+    "epoch_seconds",
+    "samples_per_sec",
+)
+EVAL_BATCH_SIZE = 1024
+SANITY_MAX_STEPS = 300
+SANITY_LOSS_THRESHOLD = 0.05
+
+
+class MetricsSink(Protocol):
+    """The one thing the loop needs from a tracker."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+
+
+class SanityCheckError(UserError):
+    """The model could not overfit a single batch: the setup (lr, model, loss, data) is broken."""
+
+
+@dataclass(frozen=True)
+class TensorData:
+    """Standardized float32 features and int64 class indices, on the CPU."""
+
+    features: torch.Tensor
+    targets: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    loss: float
+    accuracy: float
+    f1_macro: float
+    probabilities: np.ndarray
+    predictions: np.ndarray
+
+
+@dataclass
+class FitResult:
+    """What a fit leaves behind; `model` holds the weights of the best epoch."""
+
+    model: nn.Module
+    best_epoch: int
+    best_metric: float
+    epochs_run: int
+    global_step: int
+    stopped_early: bool
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------ building
+
+
+def seed_everything(seed: int, deterministic: bool, device: str) -> None:
+    """Seed python, numpy and torch; deterministic algorithms make CPU reruns bit-identical."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        # On CUDA some kernels have no deterministic version; warn instead of failing there.
+        torch.use_deterministic_algorithms(True, warn_only=device != "cpu")
+        torch.backends.cudnn.benchmark = False
+
+
+def build_optimizer(config: TorchTrainConfig, parameters: Any) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    if config.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    raise ValueError(f"optimizer={config.optimizer!r} is not one of sgd, adam, adamw")
+
+
+def build_scheduler(config: TorchTrainConfig, optimizer: torch.optim.Optimizer) -> Any:
+    """An epoch-level LR scheduler, or None. `plateau` follows `early_stopping_metric`."""
+    if config.scheduler == "none":
+        return None
+    if config.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=config.lr_step_size, gamma=config.lr_gamma
+        )
+    if config.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    if config.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            mode=metric_direction(config.early_stopping_metric),
+            factor=config.lr_gamma,
+            patience=config.plateau_patience,
+        )
+    raise ValueError(f"scheduler={config.scheduler!r} is not one of none, step, cosine, plateau")
+
+
+def step_scheduler(scheduler: Any, monitored_value: float) -> None:
+    if scheduler is None:
+        return
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(monitored_value)
+    else:
+        scheduler.step()
+
+
+def is_improvement(value: float, best: float | None, direction: str) -> bool:
+    if best is None or math.isnan(best):
+        return not math.isnan(value)
+    return value < best if direction == "min" else value > best
+
+
+# ----------------------------------------------------------------------------------------- the loop
+
+
+class Trainer:
+    """Trains one model under one config.
+
+    Args:
+        model: the network (takes standardized features, returns logits); moved to the device.
+        config: the resolved job config.
+        precision: device and mixed-precision settings (training.device.resolve_precision).
+        sink: receives every metric (the tracker run).
+        n_classes: number of classes.
+        checkpoint_path: where checkpoints are written (atomically); None disables checkpoints.
+        on_checkpoint: called with the path after each checkpoint is written (e.g. to log it).
+        progress: show a tqdm bar; by default only when stdout is a terminal.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TorchTrainConfig,
+        precision: Precision,
+        sink: MetricsSink,
+        n_classes: int,
+        *,
+        checkpoint_path: str | Path | None = None,
+        on_checkpoint: Callable[[Path], None] | None = None,
+        progress: bool | None = None,
+    ) -> None:
+        self.config = config
+        self.precision = precision
+        self.device = torch.device(precision.device)
+        self.model = model.to(self.device)
+        self.sink = sink
+        self.n_classes = n_classes
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
+        self.on_checkpoint = on_checkpoint
+        self.progress = sys.stdout.isatty() if progress is None else progress
+        self.loss_fn = build_loss(
+            config.loss, label_smoothing=config.label_smoothing, focal_gamma=config.focal_gamma
+        )
+        self.optimizer = build_optimizer(config, self.model.parameters())
+        self.scheduler = build_scheduler(config, self.optimizer)
+        self.scaler = precision.grad_scaler()
+        # Shuffling has its own generator so its stream is saved and restored exactly on resume.
+        self.shuffle_generator = torch.Generator().manual_seed(config.seed)
+        self.direction = metric_direction(config.early_stopping_metric)
+        self.epoch = 0
+        self.global_step = 0
+        self.best_metric: float | None = None
+        self.best_epoch = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.bad_epochs = 0
+        self.stopped_early = False
+        self.history: list[dict[str, float]] = []
+
+    # ---------------------------------------------------------------------------------- checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs, in `torch.load(weights_only=True)`-loadable form."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "rng": {**capture_rng_state(), "shuffle": self.shuffle_generator.get_state()},
+            "config": self.config.to_params(),
+            "best_metric": self.best_metric,
+            "best_epoch": self.best_epoch,
+            "best_model": self.best_state,
+            "bad_epochs": self.bad_epochs,
+            "stopped_early": self.stopped_early,
+            "history": self.history,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch = int(state["epoch"])
+        self.global_step = int(state["global_step"])
+        self.best_metric = state["best_metric"]
+        self.best_epoch = int(state["best_epoch"])
+        self.best_state = state["best_model"]
+        self.bad_epochs = int(state["bad_epochs"])
+        self.stopped_early = bool(state["stopped_early"])
+        self.history = list(state["history"])
+        restore_rng_state(state["rng"])
+        self.shuffle_generator.set_state(state["rng"]["shuffle"])
+
+    def _checkpoint(self) -> None:
+        if self.checkpoint_path is None:
+            return
+        path = save_checkpoint(self.state_dict(), self.checkpoint_path)
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(path)
+
+    # -------------------------------------------------------------------------------------- fitting
+
+    @property
+    def finished(self) -> bool:
+        return self.stopped_early or self.epoch >= self.config.epochs
+
+    def fit(self, train: TensorData, validation: TensorData) -> FitResult:
+        """Train from the current state (fresh, or restored by `load_state_dict`) to the end."""
+        if len(validation) == 0:
+            raise ValueError("the loop needs a non-empty validation split (val_fraction > 0)")
+        while not self.finished:
+            self.epoch += 1
+            epoch_metrics = self._train_epoch(train)
+            evaluation = self.evaluate(validation)
+            epoch_metrics.update(
+                val_loss=evaluation.loss, val_accuracy=evaluation.accuracy, val_f1_macro=evaluation.f1_macro
+            )
+            self._end_epoch(epoch_metrics)
+            due = self.config.checkpoint_every and self.epoch % self.config.checkpoint_every == 0
+            if due or self.finished:
+                self._checkpoint()
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        return FitResult(
+            model=self.model,
+            best_epoch=self.best_epoch,
+            best_metric=float("nan") if self.best_metric is None else float(self.best_metric),
+            epochs_run=self.epoch,
+            global_step=self.global_step,
+            stopped_early=self.stopped_early,
+            history=list(self.history),
+        )
+
+    def _end_epoch(self, metrics: dict[str, float]) -> None:
+        ordered = {name: float(metrics[name]) for name in EPOCH_METRICS}
+        self.sink.log_metrics(ordered, step=self.epoch)
+        self.history.append({"epoch": float(self.epoch), **ordered})
+        monitored = ordered[self.config.early_stopping_metric]
+        if is_improvement(monitored, self.best_metric, self.direction):
+            self.best_metric, self.best_epoch, self.bad_epochs = monitored, self.epoch, 0
+            self.best_state = {
+                name: tensor.detach().cpu().clone() for name, tensor in self.model.state_dict().items()
+            }
+        else:
+            self.bad_epochs += 1
+        step_scheduler(self.scheduler, monitored)
+        if self.config.patience and self.bad_epochs >= self.config.patience:
+            self.stopped_early = True
+
+    def _batches(self, data: TensorData, generator: torch.Generator | None, batch_size: int):
+        """Contiguous batches of a (shuffled) copy: one gather and one pin per epoch, not per batch."""
+        if generator is not None:
+            order = torch.randperm(len(data), generator=generator)
+            features, targets = data.features[order], data.targets[order]
+        else:
+            features, targets = data.features, data.targets
+        if self.precision.pin_memory:
+            features, targets = features.pin_memory(), targets.pin_memory()
+        non_blocking = self.precision.pin_memory
+        for start in range(0, len(targets), batch_size):
+            yield (
+                features[start : start + batch_size].to(self.device, non_blocking=non_blocking),
+                targets[start : start + batch_size].to(self.device, non_blocking=non_blocking),
+            )
+
+    def _train_epoch(self, train: TensorData) -> dict[str, float]:
+        config = self.config
+        self.model.train()
+        started = time.perf_counter()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        n_batches = math.ceil(len(train) / config.batch_size)
+        accumulation = config.grad_accumulation_steps
+        clip = config.grad_clip_norm if config.grad_clip_norm is not None else math.inf
+        bar = self._progress_bar(n_batches)
+        self.optimizer.zero_grad(set_to_none=True)
+        for index, (features, targets) in enumerate(
+            self._batches(train, self.shuffle_generator, config.batch_size)
+        ):
+            with self.precision.autocast():
+                logits = self.model(features)
+                loss = self.loss_fn(logits, targets)
+            # The last group of an epoch may hold fewer batches; scale by its true size.
+            group_size = min(accumulation, n_batches - (index // accumulation) * accumulation)
+            self.scaler.scale(loss / group_size).backward()
+            loss_sum += loss.detach() * len(targets)
+            correct += (logits.detach().argmax(dim=-1) == targets).sum()
+            if (index + 1) % accumulation == 0 or index + 1 == n_batches:
+                self.scaler.unscale_(self.optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.global_step += 1
+                if self.global_step % config.log_every_n_steps == 0:
+                    # The only per-step host sync, and only on logging steps.
+                    step_loss = loss.item()
+                    self.sink.log_metrics(
+                        {
+                            "train_loss_step": step_loss,
+                            "lr": float(self.optimizer.param_groups[0]["lr"]),
+                            "grad_norm": grad_norm.item(),
+                        },
+                        step=self.global_step,
+                    )
+                    if bar is not None:
+                        elapsed = time.perf_counter() - started
+                        bar.set_postfix(
+                            loss=f"{step_loss:.4f}",
+                            samples_s=f"{(index + 1) * config.batch_size / elapsed:.0f}",
+                        )
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        seconds = time.perf_counter() - started
+        return {
+            "train_loss": loss_sum.item() / len(train),
+            "train_accuracy": correct.item() / len(train),
+            "epoch_seconds": seconds,
+            "samples_per_sec": len(train) / seconds,
+        }
+
+    def _progress_bar(self, total: int):
+        if not self.progress:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=f"epoch {self.epoch}/{self.config.epochs}", unit="batch", leave=False)
+
+    # ------------------------------------------------------------------------------------ evaluation
+
+    @torch.no_grad()
+    def evaluate(self, data: TensorData) -> Evaluation:
+        """Mean loss, accuracy, macro F1, probabilities and predictions over `data` in eval mode."""
+        self.model.eval()
+        loss_sum = torch.zeros((), device=self.device)
+        probabilities = []
+        for features, targets in self._batches(data, None, EVAL_BATCH_SIZE):
+            with self.precision.autocast():
+                logits = self.model(features)
+                loss = self.loss_fn(logits, targets)
+            loss_sum += loss.float() * len(targets)
+            probabilities.append(torch.softmax(logits.float(), dim=-1).cpu())
+        probs = torch.cat(probabilities).numpy()
+        predictions = probs.argmax(axis=1)
+        scores = classification_metrics(data.targets.numpy(), predictions, labels=list(range(self.n_classes)))
+        return Evaluation(
+            loss=loss_sum.item() / len(data),
+            accuracy=scores["accuracy"],
+            f1_macro=scores["f1_macro"],
+            probabilities=probs,
+            predictions=predictions,
+        )
+
+
+# ----------------------------------------------------------------------------------- sanity check
+
+
+def overfit_one_batch(
+    model: nn.Module, config: TorchTrainConfig, precision: Precision, train: TensorData
+) -> float:
+    """Train a copy of `model` on the first batch until the loss is near zero; return the final loss.
+
+    Uses the configured optimizer and lr with dropout off and plain cross entropy (label smoothing puts
+    the minimum above zero). RNG states are restored afterwards, so a run with the check trains exactly
+    like one without it.
+
+    Raises:
+        SanityCheckError: the loss is still above SANITY_LOSS_THRESHOLD after SANITY_MAX_STEPS steps.
+    """
+    rng = capture_rng_state()
+    try:
+        device = torch.device(precision.device)
+        probe = copy.deepcopy(model).to(device).train()
+        for module in probe.modules():
+            if isinstance(module, nn.Dropout):
+                module.eval()
+        optimizer = build_optimizer(config, probe.parameters())
+        features = train.features[: config.batch_size].to(device)
+        targets = train.targets[: config.batch_size].to(device)
+        loss_fn = nn.CrossEntropyLoss()
+        first = last = float("nan")
+        for step in range(SANITY_MAX_STEPS):
+            optimizer.zero_grad(set_to_none=True)
+            with precision.autocast():
+                loss = loss_fn(probe(features), targets)
+            loss.backward()
+            optimizer.step()
+            last = loss.item()
+            if step == 0:
+                first = last
+            if last < SANITY_LOSS_THRESHOLD:
+                return last
+    finally:
+        restore_rng_state(rng)
+    raise SanityCheckError(
+        f"sanity check failed: overfitting one batch of {len(targets)} samples took the loss "
+        f"from {first:.4f} to {last:.4f} in {SANITY_MAX_STEPS} steps (needs < {SANITY_LOSS_THRESHOLD}); "
+        f"check lr={config.lr}, optimizer={config.optimizer}, model={config.model} and the data"
+    )
