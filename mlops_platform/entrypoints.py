@@ -43,7 +43,15 @@ def _load(target: str) -> Any:
 
 
 # Add a job here, then regenerate MLproject: `python -m mlops_platform.mlproject > MLproject`.
-ENTRY_POINTS: tuple[EntryPoint, ...] = ()
+ENTRY_POINTS: tuple[EntryPoint, ...] = (
+    EntryPoint(
+        name="promote",
+        cli_path=("promote",),
+        config="mlops_platform.config.promote:PromoteConfig",
+        job="mlops_platform.registry.job:run",
+        help="Promote the best FINISHED run's logged model to a registered model alias.",
+    ),
+)
 
 # `mlflow run .` with no -e runs this job (the PyTorch trainer once it exists).
 MAIN_ENTRY_POINT = "train_torch"

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import click
 
+from mlops_platform.cli.registry import search_command
+
 
 @click.group()
 def runs() -> None:
     """Search, inspect and clean up runs."""
+
+
+runs.add_command(search_command)

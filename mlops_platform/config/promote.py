@@ -1,0 +1,52 @@
+"""The config of the promotion job (`mlflow run . -e promote`, `mlops promote`): its only defaults."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from mlops_platform.config.base import JobConfig
+
+
+class PromoteConfig(JobConfig):
+    """Promote the best FINISHED run's logged model to a registered model alias."""
+
+    experiment: str = Field("", description="Experiment name or id whose runs compete (required).")
+    metric: str = Field("val_f1_macro", description="Metric to rank runs by.")
+    model_name: str = Field("", description="Registered model to promote into (created if missing).")
+    mode: Literal["max", "min"] | None = Field(
+        None, description="max: higher is better; min: lower is better. Empty: the metric's known direction."
+    )
+    alias: str = Field("champion", description="Alias to move to the best version.")
+    min_delta: float = Field(0.0, description="Promote only if the champion is beaten by more than this.")
+    filter_string: str | None = Field(
+        None, description="Extra MLflow filter on candidates, e.g. \"params.model = 'cnn'\"."
+    )
+    max_model_size_mb: float | None = Field(None, description="Refuse logged models larger than this (MB).")
+    dry_run: bool = Field(False, description="Decide and print, but register and move nothing.")
+    tracking_uri: str | None = Field(None, description="Tracking server URL; empty: MLFLOW_TRACKING_URI.")
+    lock_uri: str | None = Field(
+        None, description="PostgreSQL URI for a cross-machine advisory lock (e.g. the backend store)."
+    )
+
+    @field_validator("experiment", "model_name", "metric", "alias")
+    @classmethod
+    def _required(cls, value: str, info) -> str:
+        if not value.strip():
+            raise ValueError(f"{info.field_name} is required")
+        return value.strip()
+
+    @field_validator("min_delta")
+    @classmethod
+    def _non_negative(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError(f"min_delta={value} must be >= 0")
+        return value
+
+    @field_validator("max_model_size_mb")
+    @classmethod
+    def _positive(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise ValueError(f"max_model_size_mb={value} must be > 0")
+        return value

@@ -1,0 +1,186 @@
+"""Find the best run: FINISHED, has the metric, has a logged model that finished uploading.
+
+Query shape matters at 10,000 runs. MLflow orders by a metric through a join on its latest-metrics
+table; on SQLite a top-1 ordered by a metric alone nested-loops that join (5 s at 10,000 runs), while
+the same query with a status filter AND a filter on the same metric is answered in milliseconds (see
+benchmarks/search_promote.py). So the search here always carries both: `attributes.status =
+'FINISHED'` and `metrics.<m> >= -<max float>`, which keeps every finite value (MLflow stores -inf as
+the lowest float) and drops runs without the metric before they reach us.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from mlops_platform.registry.search import (
+    RunRecord,
+    SearchError,
+    client_for,
+    combine_filters,
+    is_not_found,
+    iter_runs,
+    resolve_experiment_ids,
+    status_clause,
+)
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+Mode = Literal["max", "min"]
+# Candidates fetched per request while looking for the first run that qualifies.
+BEST_PAGE_SIZE = 50
+# The lowest float MLflow stores (it writes -inf as this), so `>=` it keeps every value.
+LOWEST_FLOAT = -1.7976931348623157e308
+
+
+class NoQualifyingRunError(SearchError):
+    """No run qualifies as best; the message names the metric and the experiment."""
+
+
+@dataclass(frozen=True)
+class BestRun:
+    """The winning run, its metric value and the logged model that would be promoted."""
+
+    run: RunRecord
+    metric: str
+    mode: Mode
+    value: float
+    model_id: str
+
+    @property
+    def run_id(self) -> str:
+        return self.run.run_id
+
+    @property
+    def model_uri(self) -> str:
+        return f"models:/{self.model_id}"
+
+
+def resolve_mode(metric: str, mode: str | None) -> Mode:
+    """`mode` when given; otherwise the metric's direction from mlops_platform.evaluation's table."""
+    if mode is not None:
+        if mode not in ("max", "min"):
+            raise SearchError(f"invalid mode {mode!r}: use 'max' or 'min'")
+        return mode  # type: ignore[return-value]
+    try:
+        from mlops_platform.evaluation import METRIC_DIRECTIONS
+    except ImportError:  # the table is optional: without it the caller must say
+        METRIC_DIRECTIONS = {}
+    direction = METRIC_DIRECTIONS.get(metric)
+    if direction is None:
+        raise SearchError(f"metric {metric!r} has no known direction: pass mode='max' or mode='min'")
+    return direction  # type: ignore[return-value]
+
+
+def metric_key(metric: str) -> str:
+    """The metric as a filter/order key; backticks allow dots and dashes in names."""
+    if "`" in metric:
+        raise SearchError(f"invalid metric name {metric!r}: backticks are not allowed")
+    return f"metrics.`{metric}`"
+
+
+def ranked_query(
+    metric: str, mode: Mode, filter_string: str = "", status: str = "FINISHED"
+) -> tuple[str, list[str]]:
+    """The filter and order of a best-first search (the fast shape, see the module docstring)."""
+    key = metric_key(metric)
+    filter_ = combine_filters(status_clause(status), f"{key} >= {LOWEST_FLOAT!r}", filter_string)
+    direction = "DESC" if mode == "max" else "ASC"
+    return filter_, [f"{key} {direction}", "attributes.start_time ASC"]
+
+
+def ready_model_id(client: MlflowClient, run: RunRecord) -> str | None:
+    """The run's newest logged model whose upload finished (status READY), or None."""
+    from mlflow.entities import LoggedModelStatus
+
+    for model_id in run.model_ids:
+        try:
+            model = client.get_logged_model(model_id)
+        except Exception as error:
+            if is_not_found(error):  # deleted since the run linked it
+                continue
+            raise
+        if model.status == LoggedModelStatus.READY:
+            return model_id
+    return None
+
+
+def iter_ranked(
+    client: MlflowClient,
+    experiment_ids: list[str],
+    metric: str,
+    mode: Mode,
+    filter_string: str = "",
+    page_size: int = BEST_PAGE_SIZE,
+):
+    """FINISHED runs that have the metric, best first, as RunRecords."""
+    filter_, order_by = ranked_query(metric, mode, filter_string)
+    for run in iter_runs(client, experiment_ids, filter_, order_by, page_size):
+        record = RunRecord.from_run(run)
+        if record.metric(metric) is not None:
+            yield record
+
+
+def find_best_run(
+    experiment: str | Sequence[str],
+    metric: str,
+    mode: Mode | None = None,
+    filter_string: str = "",
+    *,
+    tracking_uri: str | None = None,
+    client: MlflowClient | None = None,
+    page_size: int = BEST_PAGE_SIZE,
+) -> BestRun:
+    """The best FINISHED run by `metric` that has a READY logged model.
+
+    Runs without the metric (or with NaN), runs that are not FINISHED and runs without a logged model
+    are skipped. Ties go to the earlier run, so the answer is stable.
+
+    Args:
+        experiment: experiment name or id (or several).
+        metric: the metric to rank by, e.g. "val_f1_macro".
+        mode: "max" or "min"; None takes the direction from mlops_platform.evaluation.METRIC_DIRECTIONS.
+        filter_string: an extra MLflow filter (params, tags, metrics), ANDed with the status filter.
+
+    Raises:
+        NoQualifyingRunError: nothing qualifies; the message says whether the metric exists at all.
+        SearchError: unknown experiment, malformed filter, bad mode.
+    """
+    resolved_mode = resolve_mode(metric, mode)
+    client = client or client_for(tracking_uri)
+    experiment_ids = resolve_experiment_ids(client, experiment)
+    skipped_without_model = 0
+    for record in iter_ranked(client, experiment_ids, metric, resolved_mode, filter_string, page_size):
+        model_id = ready_model_id(client, record)
+        if model_id is None:
+            skipped_without_model += 1
+            continue
+        return BestRun(record, metric, resolved_mode, record.metric(metric), model_id)
+    raise NoQualifyingRunError(
+        no_run_message(client, experiment_ids, experiment, metric, filter_string, skipped_without_model)
+    )
+
+
+def no_run_message(
+    client: MlflowClient,
+    experiment_ids: list[str],
+    experiment: str | Sequence[str],
+    metric: str,
+    filter_string: str,
+    skipped_without_model: int,
+) -> str:
+    """Why nothing qualified, in words that name the metric and the experiment."""
+    where = f"experiment {experiment!r}" + (f" with filter {filter_string!r}" if filter_string else "")
+    if skipped_without_model:
+        return (
+            f"no FINISHED run in {where} has both metric {metric!r} and a logged model "
+            f"({skipped_without_model} run(s) with the metric have no READY logged model)"
+        )
+    any_status = client.search_runs(
+        experiment_ids, filter_string=f"{metric_key(metric)} >= {LOWEST_FLOAT!r}", max_results=1
+    )
+    if not any_status:
+        return f"no run in experiment {experiment!r} has metric {metric!r}"
+    return f"no FINISHED run in {where} has metric {metric!r}"

@@ -1,0 +1,454 @@
+"""Promote the best run's logged model to a registered model alias, and roll it back.
+
+Correctness under concurrency. MLflow's alias update is last-writer-wins and a promoter only has the
+tracking server's URL, so no lock can cover promoters on machines that share nothing. The guarantee
+therefore comes from compare and re-check: after every alias write the promoter re-reads the champion
+and re-evaluates the best run from a fresh search, and writes again while the champion is beaten.
+Whoever writes last does that re-check after its own write, on a search that sees every run that
+existed then, so the alias cannot be left on a worse model. The locks of locks.py (a file lock, plus a
+PostgreSQL advisory lock when `lock_uri` is given) only keep promoters from racing in the common case,
+which saves duplicate registrations and alias churn. A duplicate version registered by a race is
+resolved to the lowest version number of the same logged model, so racing promoters converge on the
+same version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from mlops_platform.errors import UserError
+from mlops_platform.registry.best import (
+    LOWEST_FLOAT,
+    BestRun,
+    Mode,
+    find_best_run,
+    metric_key,
+    resolve_mode,
+)
+from mlops_platform.registry.locks import DEFAULT_LOCK_TIMEOUT_S, promotion_lock
+from mlops_platform.registry.search import (
+    RunRecord,
+    SearchError,
+    client_for,
+    is_not_found,
+    iter_runs,
+    resolve_experiment_ids,
+)
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+log = logging.getLogger(__name__)
+
+PREVIOUS_ALIAS = "previous"
+BASELINE_TAG = "mlops.role"
+BASELINE_VALUE = "baseline"
+# Tags written on a version when it is promoted (or restored by a rollback).
+TAG_METRIC = "mlops.metric"
+TAG_VALUE = "mlops.metric_value"
+TAG_MODE = "mlops.mode"
+TAG_RUN_ID = "mlops.run_id"
+TAG_PROMOTED_AT = "mlops.promoted_at"
+TAG_REASON = "mlops.reason"
+# Re-check rounds before giving up on a champion that keeps moving (runs arriving without pause).
+MAX_ROUNDS = 20
+
+
+class RegistryError(UserError):
+    """A registry operation cannot proceed: unknown model, no alias to roll back to, bad alias."""
+
+
+@dataclass(frozen=True)
+class Champion:
+    """What an alias points at now, and that version's value of the metric being compared."""
+
+    version: str
+    run_id: str | None
+    source: str
+    value: float | None
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    """What promote_best did (or, with dry_run, would do) and why."""
+
+    promoted: bool
+    reason: str
+    model_name: str
+    alias: str
+    metric: str
+    mode: str
+    run_id: str
+    value: float
+    model_uri: str
+    version: str | None  # the version of the best run's model (None when it was not registered)
+    champion_version: str | None  # what the alias pointed at before
+    champion_value: float | None
+    baseline_run_id: str | None
+    baseline_value: float | None
+    dry_run: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        verb = ("would promote" if self.dry_run else "promoted") if self.promoted else "kept"
+        target = f"{self.model_name}@{self.alias}"
+        if self.promoted:
+            shown = f"version {self.version}" if self.version else self.model_uri
+            return f"{verb} {target} -> {shown} (run {self.run_id}): {self.reason}"
+        current = f"version {self.champion_version}" if self.champion_version else "no champion"
+        return f"{verb} {target} at {current}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    model_name: str
+    alias: str
+    from_version: str
+    to_version: str
+
+    def summary(self) -> str:
+        return (
+            f"rolled back {self.model_name}@{self.alias}: version {self.from_version} -> {self.to_version} "
+            f"(@{PREVIOUS_ALIAS} now points at {self.from_version})"
+        )
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+
+def check_model_name(name: str) -> None:
+    if not name or "'" in name:
+        raise RegistryError(f"invalid model name {name!r}: must be non-empty and contain no single quote")
+
+
+def check_alias(alias: str) -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_model_alias_name
+
+    if alias == PREVIOUS_ALIAS:
+        raise RegistryError(f"invalid alias {alias!r}: it is reserved for the version the champion replaced")
+    try:
+        _validate_model_alias_name(alias)
+    except MlflowException as error:
+        raise RegistryError(f"invalid alias {alias!r}: {error.message}") from None
+
+
+def get_aliases(client: MlflowClient, model_name: str) -> dict[str, str] | None:
+    """alias -> version of a registered model, or None when the model does not exist."""
+    try:
+        model = client.get_registered_model(model_name)
+    except Exception as error:
+        if is_not_found(error):
+            return None
+        raise
+    return dict(model.aliases or {})
+
+
+def run_metric(client: MlflowClient, run_id: str | None, metric: str) -> float | None:
+    if not run_id:
+        return None
+    try:
+        run = RunRecord.from_run(client.get_run(run_id))
+    except Exception as error:
+        if is_not_found(error):
+            return None
+        raise
+    return run.metric(metric)
+
+
+def current_champion(client: MlflowClient, model_name: str, alias: str, metric: str) -> Champion | None:
+    aliases = get_aliases(client, model_name)
+    if not aliases or alias not in aliases:
+        return None
+    version = client.get_model_version(model_name, aliases[alias])
+    return Champion(
+        version.version, version.run_id, version.source, run_metric(client, version.run_id, metric)
+    )
+
+
+def best_baseline(
+    client: MlflowClient, experiment_ids: list[str], metric: str, mode: Mode
+) -> RunRecord | None:
+    """The best FINISHED run tagged mlops.role=baseline that has the metric, if any."""
+    key = metric_key(metric)
+    filter_ = (
+        f"attributes.status = 'FINISHED' AND {key} >= {LOWEST_FLOAT!r} "
+        f"AND tags.`{BASELINE_TAG}` = '{BASELINE_VALUE}'"
+    )
+    order = [f"{key} {'DESC' if mode == 'max' else 'ASC'}"]
+    for run in iter_runs(client, experiment_ids, filter_, order, page_size=10):
+        record = RunRecord.from_run(run)
+        if record.metric(metric) is not None:
+            return record
+    return None
+
+
+def improvement(mode: Mode, candidate: float, reference: float) -> float:
+    """How much better `candidate` is than `reference` (positive = better) in the metric's direction."""
+    return candidate - reference if mode == "max" else reference - candidate
+
+
+def model_size_bytes(client: MlflowClient, model_id: str, path: str | None = None) -> int:
+    total = 0
+    for info in client.list_logged_model_artifacts(model_id, path):
+        total += model_size_bytes(client, model_id, info.path) if info.is_dir else (info.file_size or 0)
+    return total
+
+
+# ------------------------------------------------------------------------------------------ judging
+
+
+@dataclass(frozen=True)
+class Verdict:
+    promote: bool
+    reason: str
+
+
+def judge(
+    client: MlflowClient,
+    best: BestRun,
+    champion: Champion | None,
+    baseline: RunRecord | None,
+    alias: str,
+    min_delta: float,
+    max_model_size_mb: float | None,
+) -> Verdict:
+    """The gates, cheapest first: already champion, beats champion, beats baseline, size."""
+    metric, mode, value = best.metric, best.mode, best.value
+    if champion is not None and champion.run_id == best.run_id and champion.source == best.model_uri:
+        return Verdict(False, f"run {best.run_id} (version {champion.version}) is already @{alias}")
+    reasons = []
+    if champion is None:
+        reasons.append(f"no @{alias} yet")
+    elif champion.value is None:
+        reasons.append(f"@{alias} version {champion.version} has no {metric}")
+    else:
+        gain = improvement(mode, value, champion.value)
+        if not gain > min_delta:
+            return Verdict(
+                False,
+                f"{metric}={value:g} does not beat @{alias} version {champion.version} "
+                f"({metric}={champion.value:g}) by more than min_delta={min_delta:g}",
+            )
+        reasons.append(
+            f"{metric}={value:g} beats @{alias} version {champion.version} ({champion.value:g}) by {gain:g}"
+        )
+    if baseline is not None:
+        baseline_value = baseline.metric(metric)
+        if baseline.run_id == best.run_id or not improvement(mode, value, baseline_value) > 0:
+            return Verdict(
+                False,
+                f"{metric}={value:g} of run {best.run_id} does not beat the baseline run {baseline.run_id} "
+                f"({metric}={baseline_value:g})",
+            )
+        reasons.append(f"beats the baseline ({baseline_value:g})")
+    if max_model_size_mb is not None:
+        size_mb = model_size_bytes(client, best.model_id) / 1e6
+        if size_mb > max_model_size_mb:
+            return Verdict(
+                False,
+                f"model {best.model_id} is {size_mb:.2f} MB, over max_model_size_mb={max_model_size_mb:g}",
+            )
+        reasons.append(f"size {size_mb:.3f} MB")
+    return Verdict(True, "; ".join(reasons))
+
+
+# ------------------------------------------------------------------------------------------ writing
+
+
+def versions_of(client: MlflowClient, model_name: str, best: BestRun) -> list[ModelVersion]:
+    """READY versions of the best run's logged model, lowest version first."""
+    found = client.search_model_versions(f"name = '{model_name}' AND run_id = '{best.run_id}'")
+    matching = [v for v in found if v.source == best.model_uri and v.status == "READY"]
+    return sorted(matching, key=lambda v: int(v.version))
+
+
+def ensure_version(client: MlflowClient, model_name: str, best: BestRun) -> str:
+    """The version of the best run's model: the existing one, or a newly registered one.
+
+    When racing promoters both register, each keeps the lowest version number, and a promoter whose
+    own new version lost deletes it (no alias can point at it yet), so the registry is left tidy.
+    """
+    existing = versions_of(client, model_name, best)
+    if existing:
+        return existing[0].version
+    try:
+        client.create_registered_model(model_name, description="Managed by mlops promote.")
+    except Exception as error:
+        if getattr(error, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
+            raise
+    created = client.create_model_version(
+        model_name, source=best.model_uri, run_id=best.run_id, model_id=best.model_id
+    )
+    lowest = versions_of(client, model_name, best)[0].version
+    if lowest != created.version:
+        client.delete_model_version(model_name, created.version)
+    return lowest
+
+
+def write_promotion(
+    client: MlflowClient,
+    model_name: str,
+    alias: str,
+    version: str,
+    champion: Champion | None,
+    best: BestRun,
+    reason: str,
+) -> None:
+    tags = {
+        TAG_METRIC: best.metric,
+        TAG_VALUE: repr(best.value),
+        TAG_MODE: best.mode,
+        TAG_RUN_ID: best.run_id,
+        TAG_PROMOTED_AT: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        TAG_REASON: reason[:5000],
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version, key, value)
+    if champion is not None and champion.version != version:
+        client.set_registered_model_alias(model_name, PREVIOUS_ALIAS, champion.version)
+    client.set_registered_model_alias(model_name, alias, version)
+
+
+# ------------------------------------------------------------------------------------------ public API
+
+
+def promote_best(
+    experiment: str,
+    metric: str,
+    model_name: str,
+    mode: Mode | None = None,
+    alias: str = "champion",
+    min_delta: float = 0.0,
+    filter_string: str = "",
+    max_model_size_mb: float | None = None,
+    dry_run: bool = False,
+    *,
+    tracking_uri: str | None = None,
+    lock_uri: str | None = None,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
+) -> PromotionDecision:
+    """Register the best run's logged model and move `alias` to it if it passes every gate.
+
+    The gates: it is not already the champion; it beats the champion by more than `min_delta`; it
+    beats the experiment's best baseline run (tag mlops.role=baseline) when there is one; its logged
+    model is at most `max_model_size_mb`. The replaced champion gets alias `previous`. Running it again
+    with nothing new changes nothing.
+
+    Args:
+        experiment: experiment name or id whose runs compete.
+        metric: the metric to rank by; `mode` says whether higher ("max") or lower ("min") is better
+            (None takes it from mlops_platform.evaluation.METRIC_DIRECTIONS).
+        model_name: the registered model (created on first promotion).
+        filter_string: narrows the candidates (an MLflow filter on params, tags, metrics).
+        dry_run: decide, but register and move nothing.
+        tracking_uri: the server; None resolves it from the environment.
+        lock_uri: a PostgreSQL URI for a cross-machine advisory lock (e.g. the server's backend store).
+
+    Raises:
+        UserError: unknown experiment, malformed filter, no qualifying run, bad alias.
+    """
+    from mlops_platform.settings import resolve_tracking_uri
+
+    if min_delta < 0:
+        raise SearchError(f"invalid min_delta={min_delta}: must be >= 0")
+    if max_model_size_mb is not None and max_model_size_mb <= 0:
+        raise SearchError(f"invalid max_model_size_mb={max_model_size_mb}: must be > 0")
+    check_model_name(model_name)
+    check_alias(alias)
+    resolved_mode = resolve_mode(metric, mode)
+    uri = resolve_tracking_uri(tracking_uri)
+    client = client_for(uri)
+    experiment_ids = resolve_experiment_ids(client, experiment)
+
+    def decide() -> tuple[BestRun, Champion | None, RunRecord | None, Verdict]:
+        best = find_best_run(experiment_ids, metric, resolved_mode, filter_string, client=client)
+        champion = current_champion(client, model_name, alias, metric)
+        baseline = best_baseline(client, experiment_ids, metric, resolved_mode)
+        return (
+            best,
+            champion,
+            baseline,
+            judge(client, best, champion, baseline, alias, min_delta, max_model_size_mb),
+        )
+
+    def decision(best, champion, baseline, verdict, version, promoted) -> PromotionDecision:
+        return PromotionDecision(
+            promoted=promoted,
+            reason=verdict.reason,
+            model_name=model_name,
+            alias=alias,
+            metric=metric,
+            mode=resolved_mode,
+            run_id=best.run_id,
+            value=best.value,
+            model_uri=best.model_uri,
+            version=version,
+            champion_version=champion.version if champion else None,
+            champion_value=champion.value if champion else None,
+            baseline_run_id=baseline.run_id if baseline else None,
+            baseline_value=baseline.metric(metric) if baseline else None,
+            dry_run=dry_run,
+        )
+
+    if dry_run:
+        best, champion, baseline, verdict = decide()
+        return decision(best, champion, baseline, verdict, None, verdict.promote)
+
+    last: PromotionDecision | None = None
+    with promotion_lock(uri, model_name, lock_uri, lock_timeout):
+        for _ in range(MAX_ROUNDS):
+            best, champion, baseline, verdict = decide()
+            if not verdict.promote:
+                # Stable: nothing beats the champion (usually the version this call just set).
+                return last or decision(best, champion, baseline, verdict, None, False)
+            version = ensure_version(client, model_name, best)
+            write_promotion(client, model_name, alias, version, champion, best, verdict.reason)
+            log.info("promoted %s@%s -> version %s: %s", model_name, alias, version, verdict.reason)
+            last = decision(best, champion, baseline, verdict, version, True)
+    log.warning(
+        "%s@%s was still changing after %d rounds; new runs keep arriving", model_name, alias, MAX_ROUNDS
+    )
+    return last  # type: ignore[return-value]
+
+
+def rollback(
+    model_name: str,
+    alias: str = "champion",
+    *,
+    tracking_uri: str | None = None,
+    lock_uri: str | None = None,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
+) -> RollbackResult:
+    """Move `alias` back to the version `previous` points at; `previous` then points at the demoted one,
+    so a second rollback undoes the first."""
+    from mlops_platform.settings import resolve_tracking_uri
+
+    check_model_name(model_name)
+    check_alias(alias)
+    uri = resolve_tracking_uri(tracking_uri)
+    client = client_for(uri)
+    with promotion_lock(uri, model_name, lock_uri, lock_timeout):
+        aliases = get_aliases(client, model_name)
+        if aliases is None:
+            raise RegistryError(f"unknown registered model {model_name!r}")
+        if alias not in aliases:
+            raise RegistryError(f"model {model_name!r} has no @{alias} to roll back")
+        if PREVIOUS_ALIAS not in aliases:
+            raise RegistryError(f"model {model_name!r} has no @{PREVIOUS_ALIAS} version to roll back to")
+        current, previous = aliases[alias], aliases[PREVIOUS_ALIAS]
+        client.set_registered_model_alias(model_name, alias, previous)
+        client.set_registered_model_alias(model_name, PREVIOUS_ALIAS, current)
+        client.set_model_version_tag(
+            model_name, previous, TAG_REASON, f"rollback of @{alias} from version {current}"
+        )
+        client.set_model_version_tag(
+            model_name, previous, TAG_PROMOTED_AT, dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        )
+    return RollbackResult(model_name, alias, current, previous)
