@@ -1,0 +1,137 @@
+"""What `make demo` runs: the whole platform end to end on the embedded default.
+
+1. start the local tracking server (SQLite + artifact folder under MLOPS_HOME) unless it runs already;
+2. train the main job through `mlflow run` (the PyTorch trainer on digits);
+3. promote the best run to `models:/<model>@champion` through `mlflow run . -e promote`;
+4. serve the champion over REST with `mlops serve`, send it one prediction, stop the model server;
+5. print the UI link, the model URI and the prediction, and leave the tracking server running.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from mlops_platform.errors import UserError
+from mlops_platform.server import LocalTrackingServer, ServerConfig, free_port, port_in_use
+from mlops_platform.settings import experiment_ui_url, mlops_home
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    experiment: str = "mlops-demo"
+    model_name: str = "digits-classifier"
+    metric: str = "val_f1_macro"
+    tracking_port: int = 5000
+    serve_port: int = 8080
+    epochs: int = 30
+
+
+def _step(title: str) -> None:
+    print(f"\n==> {title}", flush=True)
+
+
+def _run(command: list[str], env: dict[str, str]) -> None:
+    print("$ " + " ".join(command), flush=True)
+    result = subprocess.run(command, cwd=PROJECT_ROOT, env=env)
+    if result.returncode != 0:
+        raise UserError(f"`{' '.join(command[:5])} ...` failed with exit code {result.returncode}")
+
+
+def _start_tracking_server(config: DemoConfig) -> str:
+    server = LocalTrackingServer(ServerConfig(home=mlops_home(), port=config.tracking_port))
+    if server.is_running():
+        print(f"tracking server already running at {server.url}")
+        return server.url
+    url = server.start()
+    print(f"tracking server running at {url} (store: {server.config.resolved_backend_store_uri})")
+    return url
+
+
+def _demo_row() -> dict:
+    """One test-split digit as MLflow's `dataframe_split` payload, with its true label."""
+    from mlops_platform.data import load_dataset, split_dataset
+
+    splits = split_dataset(load_dataset("digits"), seed=0, val_fraction=0.1, test_fraction=0.2)
+    row = splits.test.features.iloc[:1]
+    payload = {"dataframe_split": {"columns": list(row.columns), "data": row.to_numpy().tolist()}}
+    return {"payload": payload, "label": splits.test.target.iloc[0]}
+
+
+def _serve_and_predict(model_uri: str, port: int, env: dict[str, str]) -> tuple[object, object]:
+    if port_in_use("127.0.0.1", port):
+        port = free_port()
+    command = [sys.executable, "-m", "mlops_platform", "serve", "--model-uri", model_uri, "--port", str(port)]
+    print("$ " + " ".join(command[2:]), flush=True)
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                raise UserError(f"the model server exited with code {process.returncode}")
+            try:
+                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise UserError("the model server did not answer /ping within 120 s")
+            time.sleep(0.3)
+        example = _demo_row()
+        response = requests.post(f"{url}/invocations", json=example["payload"], timeout=30)
+        response.raise_for_status()
+        return response.json()["predictions"], example["label"]
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def run_demo(config: DemoConfig | None = None) -> None:
+    config = config or DemoConfig()
+    started = time.monotonic()
+    _step("tracking server")
+    url = _start_tracking_server(config)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": url, "MLFLOW_EXPERIMENT_NAME": config.experiment}
+    env.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    env.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    mlflow = [sys.executable, "-m", "mlflow", "run", ".", "--env-manager", "local"]
+
+    _step("train: the main entry point (PyTorch CNN on digits)")
+    _run(
+        [*mlflow, "-e", "main", "--experiment-name", config.experiment, "-P", f"epochs={config.epochs}"], env
+    )
+
+    _step(f"promote: the best run by {config.metric} -> models:/{config.model_name}@champion")
+    _run(
+        [
+            *mlflow, "-e", "promote", "--experiment-name", config.experiment,
+            "-P", f"experiment={config.experiment}", "-P", f"metric={config.metric}",
+            "-P", f"model_name={config.model_name}",
+        ],
+        env,
+    )  # fmt: skip
+
+    _step("serve the champion over REST and ask it one prediction")
+    model_uri = f"models:/{config.model_name}@champion"
+    prediction, label = _serve_and_predict(model_uri, config.serve_port, env)
+
+    from mlflow import MlflowClient
+
+    experiment = MlflowClient(url).get_experiment_by_name(config.experiment)
+    _step(f"done in {time.monotonic() - started:.0f} s")
+    print(f"UI:          {experiment_ui_url(url, experiment.experiment_id)}")
+    print(f"model URI:   {model_uri}")
+    print(f"prediction:  {prediction}  (true label: {label})")
+    print(f"The tracking server keeps running at {url}; stop it with: .venv/bin/mlops server stop")
