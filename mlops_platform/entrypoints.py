@@ -51,6 +51,13 @@ ENTRY_POINTS: tuple[EntryPoint, ...] = (
         job="mlops_platform.registry.job:run",
         help="Promote the best FINISHED run's logged model to a registered model alias.",
     ),
+    EntryPoint(
+        name="train_sklearn",
+        cli_path=("train", "sklearn"),
+        config="mlops_platform.config.train_sklearn:TrainSklearnConfig",
+        job="mlops_platform.training.sklearn_job:run",
+        help="Train a scikit-learn model (baseline first), cross-validate it and log it to MLflow.",
+    ),
 )
 
 # `mlflow run .` with no -e runs this job (the PyTorch trainer once it exists).

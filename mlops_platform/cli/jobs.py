@@ -13,12 +13,27 @@ from mlops_platform.errors import UserError
 _CLICK_TYPES = {bool: click.BOOL, int: click.INT, float: click.FLOAT, str: click.STRING}
 
 
+class _OptionalScalar(click.ParamType):
+    """A click type that also accepts "" (unset) and otherwise converts like `inner`."""
+
+    def __init__(self, inner: click.ParamType) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return value if value in ("", None) else self.inner.convert(value, param, ctx)
+
+
 def _option_for(name: str, field: Any) -> click.Option:
     choices = literal_choices(field.annotation)
     if choices is not None:
         # Literal fields: click checks the choice and names the bad value before any run exists.
         # An optional Literal also accepts "" (unset), as MLproject passes it.
         param_type: click.ParamType = click.Choice([*choices, ""] if field.default is None else choices)
+    elif field.default is None:
+        # Optional numbers: "" means unset (MLproject passes it for a None default), so click must let
+        # it through; the config parses the rest and names a bad value.
+        param_type = _OptionalScalar(_CLICK_TYPES[scalar_type(field.annotation)])
     else:
         param_type = _CLICK_TYPES[scalar_type(field.annotation)]
     default = mlproject_default(field.default) if field.default is None else field.default
