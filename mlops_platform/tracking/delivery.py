@@ -1,0 +1,219 @@
+"""Delivering a journal to the tracking server: batches of whole lines, acknowledged after each request.
+
+Used by the background sender of a live run and by `mlops sync` for journals left behind.
+
+Exactly once: a record's identity is fixed when it is accepted (key, step, value and the original
+timestamp, all stored in the journal). The SQL tracking stores key a metric row by exactly that
+identity and `log_batch` skips rows that already exist, so re-sending a batch whose acknowledgement
+was lost (a crash between the server's commit and our `acked` write) stores nothing twice. Params are
+re-sent with the same value (allowed) and tags overwrite themselves. Records past the acknowledged
+offset were never confirmed and are always sent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mlops_platform.tracking.journal import Journal, Record
+
+_log = logging.getLogger(__name__)
+
+# MLflow's log_batch limits (mlflow.utils.validation).
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAMS_TAGS_PER_BATCH = 100
+MAX_ENTITIES_PER_BATCH = 1000
+REJECTED_FILE = "rejected.jsonl"
+
+
+class TransientDeliveryError(Exception):
+    """The server could not be reached or failed; the same records are tried again later."""
+
+
+class DeliveryRejected(UserWarning):
+    """The server refused a record for good (e.g. a param changed value); it is kept in rejected.jsonl."""
+
+
+@dataclass
+class DeliveryCounts:
+    metrics: int = 0
+    params: int = 0
+    tags: int = 0
+    rejected: int = 0
+    ended: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def is_permanent(error: BaseException) -> bool:
+    """True for a request the server will refuse however often it is sent (a 4xx other than 429)."""
+    from mlflow.exceptions import MlflowException
+
+    if not isinstance(error, MlflowException):
+        return False
+    status = error.get_http_status_code()
+    return 400 <= status < 500 and status != 429
+
+
+@dataclass
+class _Batch:
+    metrics: list = field(default_factory=list)
+    params: list = field(default_factory=list)
+    tags: list = field(default_factory=list)
+    end: int = 0
+
+    def fits(self, metrics: int, params: int, tags: int) -> bool:
+        return (
+            len(self.metrics) + metrics <= MAX_METRICS_PER_BATCH
+            and len(self.params) + params <= MAX_PARAMS_TAGS_PER_BATCH
+            and len(self.tags) + tags <= MAX_PARAMS_TAGS_PER_BATCH
+            and len(self.metrics) + len(self.params) + len(self.tags) + metrics + params + tags
+            <= MAX_ENTITIES_PER_BATCH
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.metrics or self.params or self.tags)
+
+
+class Delivery:
+    """Sends what a journal holds past its acknowledged offset."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        client,
+        run_id: str,
+        on_ack: Callable[[int], None] | None = None,
+    ):
+        self.journal = journal
+        self.client = client
+        self.run_id = run_id
+        self.counts = DeliveryCounts()
+        self._on_ack = on_ack
+        self._acked = journal.acked()
+
+    @property
+    def acked(self) -> int:
+        return self._acked
+
+    def pending(self) -> bool:
+        return self._acked < self.journal.written
+
+    def pump(self) -> None:
+        """Deliver every complete record now in the journal.
+
+        Raises:
+            TransientDeliveryError: the server is unreachable or failing; what was delivered before the
+                failure stays acknowledged.
+        """
+        while True:
+            records = self.journal.read(self._acked)
+            if not records:
+                return
+            self._deliver(records)
+
+    # --- internals ---------------------------------------------------------------------------------
+    def _deliver(self, records: list[Record]) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        batch = _Batch()
+        for record in records:
+            data = record.data
+            if "e" in data:
+                self._send(batch)
+                self._end(data["e"], data["t"], record.end)
+                batch = _Batch(end=record.end)
+                continue
+            metrics = data.get("m", {})
+            params = data.get("p", {})
+            tags = data.get("g", {})
+            if not batch.fits(len(metrics), len(params), len(tags)):
+                self._send(batch)
+                batch = _Batch(end=batch.end)
+            if metrics:
+                timestamp, step = data["t"], data["s"]
+                batch.metrics.extend(Metric(k, v, timestamp, step) for k, v in metrics.items())
+            batch.params.extend(Param(k, v) for k, v in params.items())
+            batch.tags.extend(RunTag(k, v) for k, v in tags.items())
+            batch.end = record.end
+        self._send(batch)
+
+    def _send(self, batch: _Batch) -> None:
+        if batch:
+            try:
+                self.client.log_batch(
+                    self.run_id, metrics=batch.metrics, params=batch.params, tags=batch.tags
+                )
+            except Exception as error:
+                if not is_permanent(error):
+                    raise TransientDeliveryError(str(error)) from error
+                self._send_one_by_one(batch)
+            self.counts.metrics += len(batch.metrics)
+            self.counts.params += len(batch.params)
+            self.counts.tags += len(batch.tags)
+        if batch.end > self._acked:
+            self._acknowledge(batch.end)
+
+    def _send_one_by_one(self, batch: _Batch) -> None:
+        """A batch the server refused: send its parts alone and keep only the refused ones aside."""
+        groups = [("metrics", [batch.metrics])] if batch.metrics else []
+        groups += [("params", [[p] for p in batch.params]), ("tags", [[t] for t in batch.tags])]
+        for kind, parts in groups:
+            for part in parts:
+                try:
+                    self.client.log_batch(self.run_id, **{kind: part})
+                except Exception as error:
+                    if not is_permanent(error):
+                        raise TransientDeliveryError(str(error)) from error
+                    if kind == "metrics" and len(part) > 1:
+                        for metric in part:
+                            self._send_single_metric(metric)
+                    else:
+                        self._reject(kind, part, error)
+
+    def _send_single_metric(self, metric) -> None:
+        try:
+            self.client.log_batch(self.run_id, metrics=[metric])
+        except Exception as error:
+            if not is_permanent(error):
+                raise TransientDeliveryError(str(error)) from error
+            self._reject("metrics", [metric], error)
+
+    def _reject(self, kind: str, entities: list, error: BaseException) -> None:
+        entries = [
+            {"kind": kind, "key": e.key, "value": e.value, "error": str(error)[:500]} for e in entities
+        ]
+        with open(self.journal.directory / REJECTED_FILE, "a") as file:
+            file.writelines(json.dumps(entry) + "\n" for entry in entries)
+        self.counts.rejected += len(entries)
+        self.counts.errors.append(str(error)[:500])
+        warnings.warn(
+            f"the tracking server refused {kind} {[e.key for e in entities]} of run {self.run_id}: "
+            f"{str(error)[:300]} (kept in {self.journal.directory / REJECTED_FILE})",
+            DeliveryRejected,
+            stacklevel=2,
+        )
+
+    def _end(self, status: str, end_time: int, offset: int) -> None:
+        try:
+            self.client.set_terminated(self.run_id, status=status, end_time=end_time)
+        except Exception as error:
+            if not is_permanent(error):
+                raise TransientDeliveryError(str(error)) from error
+            self.counts.errors.append(str(error)[:500])
+            _log.warning("could not end run %s as %s: %s", self.run_id, status, error)
+        self.counts.ended = status
+        self._acknowledge(offset)
+
+    def _acknowledge(self, offset: int) -> None:
+        self.journal.acknowledge(offset)
+        self._acked = offset
+        if self._on_ack is not None:
+            self._on_ack(offset)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

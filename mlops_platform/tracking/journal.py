@@ -1,0 +1,210 @@
+"""The on-disk journal of one run: an append-only file of JSON lines plus an acknowledged offset.
+
+Layout under `$MLOPS_HOME/journal/<run_id>/`:
+- `meta.json`: run id, experiment id and tracking URI (what `mlops sync` needs to deliver it);
+- `records.jsonl`: one JSON object a line, appended with one `os.write` per call. The bytes reach the
+  OS page cache before the call returns, so they survive the death of the process (SIGKILL
+  included); the sender `fsync`s now and then against a machine crash;
+- `acked`: the byte offset up to which the server has confirmed every record, replaced atomically
+  after each delivered batch;
+- `lock`: `flock`ed by the process that owns the run; the kernel drops it when that process dies, so
+  `mlops sync` knows a journal is orphaned without trusting pids.
+
+Record kinds: `{"t": ms, "s": step, "m": {key: value}}` metrics, `{"p": {...}}` params, `{"g": {...}}`
+tags, `{"e": status, "t": ms}` the end of the run. A line holds at most `MAX_ENTRIES_PER_LINE`
+entries, so batches of whole lines fit MLflow's per-request limits.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlops_platform.settings import mlops_home
+
+JOURNAL_DIR = "journal"
+RECORDS_FILE = "records.jsonl"
+ACK_FILE = "acked"
+META_FILE = "meta.json"
+LOCK_FILE = "lock"
+# log_batch takes at most 100 params or tags a request; keeping every line this small lets the sender
+# build requests from whole lines, so the acknowledged offset never falls inside a line.
+MAX_ENTRIES_PER_LINE = 100
+_READ_CHUNK = 4 * 1024 * 1024
+
+
+def journal_root(home: Path | None = None) -> Path:
+    return (home or mlops_home()) / JOURNAL_DIR
+
+
+@dataclass(frozen=True)
+class JournalMeta:
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+
+
+@dataclass(frozen=True)
+class Record:
+    """One parsed journal line and the byte offset just past it."""
+
+    end: int
+    data: dict
+
+
+class JournalLocked(Exception):
+    """Another live process owns this journal."""
+
+
+class Journal:
+    """One run's journal. Writers call the `append_*` methods; the sender reads and acknowledges."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self.records_path = self.directory / RECORDS_FILE
+        self._write_fd: int | None = None
+        self._lock_fd: int | None = None
+        self._write_lock = threading.Lock()
+        self._written = 0
+
+    # --- creation and ownership --------------------------------------------------------------------
+    @classmethod
+    def open_for_run(cls, meta: JournalMeta, home: Path | None = None) -> Journal:
+        """Open (creating if needed) the journal of `meta.run_id`, lock it and open it for appending.
+
+        Raises:
+            JournalLocked: another live process writes this run's journal.
+        """
+        directory = journal_root(home) / meta.run_id
+        directory.mkdir(parents=True, exist_ok=True)
+        journal = cls(directory)
+        journal.lock()
+        meta_path = directory / META_FILE
+        if not meta_path.exists():
+            _atomic_write(meta_path, json.dumps(meta.__dict__))
+        journal._write_fd = os.open(journal.records_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        journal._written = os.fstat(journal._write_fd).st_size
+        return journal
+
+    def lock(self) -> None:
+        fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise JournalLocked(f"journal {self.directory} is in use by a live process") from None
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        """Close the file and release the lock (the journal stays on disk)."""
+        if self._write_fd is not None:
+            os.close(self._write_fd)
+            self._write_fd = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor drops the flock
+            self._lock_fd = None
+
+    def remove(self) -> None:
+        """Delete the journal once everything in it is delivered."""
+        self.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def meta(self) -> JournalMeta:
+        return JournalMeta(**json.loads((self.directory / META_FILE).read_text()))
+
+    # --- writing -----------------------------------------------------------------------------------
+    @property
+    def written(self) -> int:
+        """Bytes appended so far (by any process): the offset a flush must see acknowledged."""
+        if self._write_fd is not None:
+            return self._written
+        try:
+            return self.records_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _append(self, line: str) -> None:
+        data = line.encode()
+        with self._write_lock:
+            if self._write_fd is None:
+                raise RuntimeError(f"journal {self.directory} is closed")
+            os.write(self._write_fd, data)
+            self._written += len(data)
+
+    def append_metrics(self, metrics: Mapping[str, float], step: int, timestamp_ms: int) -> None:
+        if len(metrics) <= MAX_ENTRIES_PER_LINE:
+            self._append(f'{{"t":{timestamp_ms},"s":{step},"m":{json.dumps(metrics)}}}\n')
+            return
+        for chunk in _chunks(metrics):
+            self._append(f'{{"t":{timestamp_ms},"s":{step},"m":{json.dumps(chunk)}}}\n')
+
+    def append_params(self, params: Mapping[str, str]) -> None:
+        for chunk in _chunks(params):
+            self._append(json.dumps({"p": chunk}) + "\n")
+
+    def append_tags(self, tags: Mapping[str, str]) -> None:
+        for chunk in _chunks(tags):
+            self._append(json.dumps({"g": chunk}) + "\n")
+
+    def append_end(self, status: str, timestamp_ms: int) -> None:
+        self._append(json.dumps({"e": status, "t": timestamp_ms}) + "\n")
+
+    def sync_to_disk(self) -> None:
+        """fsync the records: guards against a machine crash (process death needs no fsync)."""
+        if self._write_fd is not None:
+            os.fsync(self._write_fd)
+
+    # --- reading and acknowledging -----------------------------------------------------------------
+    def acked(self) -> int:
+        try:
+            return int((self.directory / ACK_FILE).read_text() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def acknowledge(self, offset: int) -> None:
+        _atomic_write(self.directory / ACK_FILE, str(offset))
+
+    def read(self, start: int, max_bytes: int = _READ_CHUNK) -> list[Record]:
+        """Complete records from byte `start` on (a line still being written is left for later)."""
+        try:
+            with open(self.records_path, "rb") as file:
+                file.seek(start)
+                data = file.read(max_bytes)
+        except FileNotFoundError:
+            return []
+        records = []
+        position = start
+        for line in data.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break
+            position += len(line)
+            if line.strip():
+                records.append(Record(position, json.loads(line)))
+        return records
+
+
+def iter_journals(home: Path | None = None) -> Iterator[Journal]:
+    root = journal_root(home)
+    if not root.is_dir():
+        return
+    for directory in sorted(root.iterdir()):
+        if (directory / META_FILE).is_file():
+            yield Journal(directory)
+
+
+def _chunks(entries: Mapping) -> Iterator[dict]:
+    items = list(entries.items())
+    for start in range(0, len(items), MAX_ENTRIES_PER_LINE):
+        yield dict(items[start : start + MAX_ENTRIES_PER_LINE])
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)

@@ -1,0 +1,80 @@
+"""The reaper: RUNNING runs whose heartbeat stopped are marked KILLED (their process died unseen).
+
+Only runs carrying our heartbeat tag are judged: a run without it was not made by this tracker and
+its liveness is unknown.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+from mlops_platform.errors import UserError
+from mlops_platform.tracking.tags import HEARTBEAT_TAG
+
+REAPED_TAG = "mlops.reaped"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '10m', '2h', '1d' or plain seconds -> seconds."""
+    match = _DURATION.match(text.lower())
+    if not match:
+        raise UserError(f"invalid duration {text!r}: use a number with s, m, h or d (e.g. 10m)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class ReapedRun:
+    run_id: str
+    experiment_id: str
+    run_name: str
+    last_heartbeat: int
+
+
+def reap_stale_runs(
+    client, stale_after: float, experiment_ids: list[str] | None = None, dry_run: bool = False
+) -> list[ReapedRun]:
+    """Mark KILLED every RUNNING run whose heartbeat is older than `stale_after` seconds.
+
+    The run's end time is its last heartbeat: the last moment it was known alive.
+    """
+    if experiment_ids is None:
+        experiment_ids = [e.experiment_id for e in _all_experiments(client)]
+    if not experiment_ids:
+        return []
+    cutoff = time.time() - stale_after
+    reaped = []
+    page_token = None
+    while True:
+        page = client.search_runs(
+            experiment_ids,
+            filter_string="attributes.status = 'RUNNING'",
+            max_results=1000,
+            page_token=page_token,
+        )
+        for run in page:
+            beat = run.data.tags.get(HEARTBEAT_TAG)
+            if beat is None or not beat.isdigit() or int(beat) >= cutoff:
+                continue
+            if not dry_run:
+                client.set_tag(run.info.run_id, REAPED_TAG, "true")
+                client.set_terminated(run.info.run_id, status="KILLED", end_time=int(beat) * 1000)
+            reaped.append(
+                ReapedRun(run.info.run_id, run.info.experiment_id, run.info.run_name or "", int(beat))
+            )
+        page_token = page.token
+        if not page_token:
+            return reaped
+
+
+def _all_experiments(client) -> list:
+    experiments, token = [], None
+    while True:
+        page = client.search_experiments(max_results=1000, page_token=token)
+        experiments.extend(page)
+        token = page.token
+        if not token:
+            return experiments

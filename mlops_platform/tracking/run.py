@@ -1,0 +1,361 @@
+"""The run context: what training code talks to. Metrics, params and tags go to the journal and return
+at once; artifacts, datasets and models are sent when called (they are few and large).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops_platform.errors import UserError
+from mlops_platform.tracking import params as param_rules
+from mlops_platform.tracking.heartbeat import Heartbeat, heartbeat_value
+from mlops_platform.tracking.journal import Journal, JournalMeta
+from mlops_platform.tracking.sender import Sender
+from mlops_platform.tracking.system_metrics import SystemMetricsSampler
+from mlops_platform.tracking.tags import ERROR_TAG, HEARTBEAT_TAG, standard_tags
+
+if TYPE_CHECKING:
+    from mlops_platform.tracking.tracker import Tracker
+
+_log = logging.getLogger(__name__)
+CONFIG_ARTIFACT = "config.json"
+TRACEBACK_ARTIFACT = "error/traceback.txt"
+_TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# MLflow's fluent state is process-global: log_model borrows it, one call at a time.
+_FLUENT_LOCK = threading.Lock()
+
+
+class RunKilled(SystemExit):
+    """Raised in the main thread by SIGTERM/SIGINT: the run ends KILLED and the process exits 128+signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+class TrackedRun:
+    """One MLflow run. Create it with `Tracker.run(...)` and use it as a context manager."""
+
+    def __init__(
+        self,
+        tracker: Tracker,
+        experiment: str | None = None,
+        run_name: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        resume_run_id: str | None = None,
+        entry_point: str | None = None,
+        use_env_run: bool = True,
+    ):
+        self.tracker = tracker
+        self.tracking_uri = tracker.tracking_uri
+        self._experiment = experiment
+        self._run_name = run_name
+        self._user_tags = {k: str(v) for k, v in (tags or {}).items()}
+        self._resume_run_id = resume_run_id
+        self._entry_point = entry_point
+        self._use_env_run = use_env_run
+        self.run_id: str = ""
+        self.experiment_id: str = ""
+        self.status: str | None = None
+        self._params: dict[str, str] = {}
+        self._metric_names: set[str] = set()
+        self._previous_handlers: dict[int, Any] = {}
+        self._journal: Journal | None = None
+        self._sender: Sender | None = None
+        self._heartbeat: Heartbeat | None = None
+        self._sampler: SystemMetricsSampler | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+    def __enter__(self) -> TrackedRun:
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(self.tracking_uri)
+        run = self._start_or_attach()
+        self.run_id, self.experiment_id = run.info.run_id, run.info.experiment_id
+        self._params = dict(run.data.params)
+        tracker = self.tracker
+        self._journal = Journal.open_for_run(
+            JournalMeta(self.run_id, self.experiment_id, self.tracking_uri), tracker.home
+        )
+        self._sender = Sender(self._journal, self.client, self.run_id, interval=tracker.send_interval)
+        self._sender.start()
+        self.set_tags({**standard_tags(self._entry_point), **self._user_tags})
+        self._heartbeat = Heartbeat(self.client, self.run_id, tracker.heartbeat_interval)
+        self._heartbeat.start()
+        if tracker.system_metrics_interval:
+            self._sampler = SystemMetricsSampler(self.log_metrics, tracker.system_metrics_interval)
+            self._sampler.start()
+        self._install_signal_handlers()
+        if tracker.replay_on_start:
+            tracker.replay_orphans(exclude={self.run_id})
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self._restore_signal_handlers()
+        if exc_type is None:
+            status = "FINISHED"
+        elif issubclass(exc_type, (RunKilled, KeyboardInterrupt)):
+            status = "KILLED"
+        else:
+            status = "FAILED"
+            self._record_failure(exc_type, exc, tb)
+        self._close(status)
+        return False
+
+    def _start_or_attach(self):
+        client = self.client
+        run_id = self._resume_run_id or (os.environ.get("MLFLOW_RUN_ID") if self._use_env_run else None)
+        if run_id:
+            run = client.get_run(run_id)
+            if run.info.lifecycle_stage == "deleted":
+                raise UserError(f"run {run_id} is deleted; restore it or start a new run")
+            if run.info.status != "RUNNING":
+                client.update_run(run_id, status="RUNNING")
+            client.set_tag(run_id, HEARTBEAT_TAG, heartbeat_value())
+            return client.get_run(run_id)
+        from mlflow.tracking.context.registry import resolve_tags
+
+        tags = resolve_tags({HEARTBEAT_TAG: heartbeat_value()})
+        return client.create_run(self._experiment_id(), run_name=self._run_name, tags=tags)
+
+    def _experiment_id(self) -> str:
+        name = self._experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME")
+        if not name and os.environ.get("MLFLOW_EXPERIMENT_ID"):
+            return os.environ["MLFLOW_EXPERIMENT_ID"]
+        name = name or "Default"
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.create_experiment(name)
+        except MlflowException:  # created meanwhile by another process
+            experiment = self.client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+            return experiment.experiment_id
+
+    def _record_failure(self, exc_type, exc, tb) -> None:
+        text = "".join(traceback.format_exception(exc_type, exc, tb))
+        self.set_tags({ERROR_TAG: f"{exc_type.__name__}: {exc}"[:5000]})
+        try:
+            self.client.log_text(self.run_id, text, TRACEBACK_ARTIFACT)
+        except Exception as error:  # the server is away: keep the traceback beside the journal
+            assert self._journal is not None
+            (self._journal.directory / "traceback.txt").write_text(text)
+            _log.warning("could not upload the traceback of run %s: %s", self.run_id, error)
+
+    def _close(self, status: str) -> None:
+        self.status = status
+        if self._sampler is not None:
+            self._sampler.stop()
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+        assert self._journal is not None and self._sender is not None
+        self._journal.append_end(status, int(time.time() * 1000))
+        delivered = self._sender.flush(self.tracker.close_timeout)
+        self._sender.stop()
+        if delivered:
+            self._journal.remove()
+            return
+        self._journal.close()
+        message = (
+            f"tracking: run {self.run_id} ended {status} but {self._sender.pending_bytes()} bytes of records "
+            f"were not delivered ({self._sender.last_error or 'timed out'}); they are kept in "
+            f"{self._journal.directory}: run `mlops sync` when the server is back"
+        )
+        _log.warning(message)
+        print(message, file=sys.stderr)
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+
+        def handler(signum, frame):
+            raise RunKilled(signum)
+
+        for sig in _TERMINATING_SIGNALS:
+            self._previous_handlers[sig] = signal.signal(sig, handler)
+
+    def _restore_signal_handlers(self) -> None:
+        for sig, previous in self._previous_handlers.items():
+            signal.signal(sig, previous)
+        self._previous_handlers.clear()
+
+    # --- metrics, params, tags (journaled) ---------------------------------------------------------
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Append metrics to the journal and return; the sender delivers them.
+
+        Raises:
+            ValueError: a metric name MLflow would refuse, or a value that is not a number.
+        """
+        values = {}
+        for key, value in metrics.items():
+            if key not in self._metric_names:
+                _check_metric_name(key)
+                self._metric_names.add(key)
+            values[key] = float(value)
+        self._journal.append_metrics(values, 0 if step is None else int(step), int(time.time() * 1000))
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log params (nested dicts flattened as "a.b").
+
+        A param already on the run with the same meaning ("1e-3" vs 0.001, "" vs None: what `mlflow run`
+        logs from the command line) is skipped; one with a different value is skipped with a warning,
+        since MLflow never changes a param. Overlong values follow the rule in `params`.
+        """
+        prepared, overflow = param_rules.prepare_params(params)
+        new = {}
+        for key, value in prepared.items():
+            stored = self._params.get(key)
+            if stored is None:
+                new[key] = value
+            elif not param_rules.same_param_value(stored, value):
+                _log.warning(
+                    "param %r of run %s is already %r; keeping it (the new value %r is in the config "
+                    "artifact when logged through log_config)",
+                    key, self.run_id, stored, value,
+                )  # fmt: skip
+        self._params.update(new)
+        if new:
+            self._journal.append_params(new)
+        if overflow:
+            self._merge_overflow(overflow)
+
+    def log_config(self, config: Mapping[str, Any] | Any) -> None:
+        """The resolved config: flattened into params, and in full as the `config.json` artifact."""
+        if not isinstance(config, Mapping):
+            config = config.model_dump(mode="json") if hasattr(config, "model_dump") else dict(config)
+        self.log_dict(_jsonable(config), CONFIG_ARTIFACT)
+        self.log_params(config)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self._journal.append_tags({k: str(v) for k, v in tags.items()})
+
+    def flush(self, timeout: float | None = 30) -> bool:
+        """Wait until everything logged so far is on the server; False if `timeout` passed first."""
+        return self._sender.flush(timeout)
+
+    # --- artifacts, datasets, models (sent at once) ------------------------------------------------
+    def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(local_path), artifact_path)
+
+    def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+
+    def log_figure(self, figure, artifact_file: str) -> None:
+        self.client.log_figure(self.run_id, figure, artifact_file)
+
+    def log_dict(self, dictionary: Mapping[str, Any], artifact_file: str) -> None:
+        self.client.log_dict(self.run_id, dict(dictionary), artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_dataset(self, frame, name: str, context: str = "train", targets: str | None = None):
+        """Log a pandas frame as an MLflow dataset input of this run (digest, schema, profile)."""
+        import mlflow.data
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        dataset = mlflow.data.from_pandas(frame, name=name, targets=targets)
+        entity = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
+        self.client.log_inputs(self.run_id, datasets=[entity])
+        return dataset
+
+    def log_model(
+        self,
+        flavor: str,
+        model,
+        input_example=None,
+        signature=None,
+        registered_model_name: str | None = None,
+        **flavor_kwargs,
+    ):
+        """Log `model` with MLflow's `flavor` ("sklearn", "pytorch", ...) as a LoggedModel of this run.
+
+        Returns the flavor's ModelInfo (`model_uri` is "models:/<model_id>").
+        """
+        module = importlib.import_module(f"mlflow.{flavor}")
+        # Flush first: MLflow copies the run's metrics at the model's step onto the LoggedModel.
+        self.flush(timeout=self.tracker.close_timeout)
+        with self._fluent_scope():
+            return module.log_model(
+                model,
+                name="model",
+                input_example=input_example,
+                signature=signature,
+                registered_model_name=registered_model_name,
+                **flavor_kwargs,
+            )
+
+    @contextlib.contextmanager
+    def _fluent_scope(self) -> Iterator[None]:
+        """Make this run and server MLflow's active ones for one call, then put everything back.
+
+        `Model.log` takes the run and the tracking URI from MLflow's fluent state (and the experiment
+        of the LoggedModel from the active run). The run is pushed on the active-run stack directly,
+        not with `mlflow.start_run`, which would change its status and end it on exit.
+        """
+        import mlflow
+        from mlflow.tracking import fluent
+        from mlflow.tracking._tracking_service import utils as tracking_utils
+
+        with _FLUENT_LOCK:
+            previous_uri = tracking_utils._tracking_uri
+            previous_env = os.environ.get("MLFLOW_TRACKING_URI")
+            active = fluent.ActiveRun(self.client.get_run(self.run_id))
+            stack = fluent._active_run_stack.get()
+            mlflow.set_tracking_uri(self.tracking_uri)
+            stack.append(active)
+            try:
+                yield
+            finally:
+                for index in range(len(stack) - 1, -1, -1):
+                    if stack[index] is active:
+                        del stack[index]
+                mlflow.set_tracking_uri(previous_uri)
+                if previous_env is None:
+                    os.environ.pop("MLFLOW_TRACKING_URI", None)
+                else:
+                    os.environ["MLFLOW_TRACKING_URI"] = previous_env
+
+    def _merge_overflow(self, overflow: dict[str, str]) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = Path(tmp) / param_rules.OVERFLOW_ARTIFACT
+                self.client.download_artifacts(self.run_id, param_rules.OVERFLOW_ARTIFACT, tmp)
+                existing = json.loads(local.read_text())
+            except Exception:  # no overflow artifact yet
+                existing = {}
+        self.log_dict({**existing, **overflow}, param_rules.OVERFLOW_ARTIFACT)
+
+
+def _check_metric_name(key: str) -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_metric_name
+
+    if not isinstance(key, str) or not key or len(key) > param_rules.MAX_KEY_LENGTH:
+        raise ValueError(f"invalid metric name {key!r}: a non-empty string of at most 250 characters")
+    try:
+        _validate_metric_name(key)
+    except MlflowException as error:
+        raise ValueError(f"invalid metric name {key!r}: {error.message}") from None
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
