@@ -339,9 +339,12 @@ class Trainer:
             with self.precision.autocast():
                 logits = self.model(features)
                 loss = self.loss_fn(logits, targets)
-            # The last group of an epoch may hold fewer batches; scale by its true size.
-            group_size = min(accumulation, n_batches - (index // accumulation) * accumulation)
-            self.scaler.scale(loss / group_size).backward()
+            # Weight each batch mean by its share of the samples in its accumulation group, so the
+            # accumulated gradient is the mean over the group (a short last batch or group included),
+            # exactly what one batch of the group's size would give.
+            first = (index // accumulation) * accumulation * config.batch_size
+            group_samples = min(first + accumulation * config.batch_size, len(train)) - first
+            self.scaler.scale(loss * (len(targets) / group_samples)).backward()
             loss_sum += loss.detach() * len(targets)
             correct += (logits.detach().argmax(dim=-1) == targets).sum()
             if (index + 1) % accumulation == 0 or index + 1 == n_batches:

@@ -1,0 +1,353 @@
+"""The PyTorch training job (`mlflow run . -e train_torch`, `mlops train torch`): wires config, data,
+model, loop and tracker.
+
+Order of work, so that every mistake a user can make fails before a tracking run exists: resolve the
+checkpoint to resume from (if any), load and split the data, check the model fits the data, resolve
+the device and precision, build the model, run the optional sanity check. Only then is the run opened,
+and everything from there on is logged to it:
+
+- params: the resolved config (and each split as an MLflow dataset input);
+- metrics: the loop's step and epoch metrics, then `test_loss`, `test_accuracy`, `test_f1_macro` and
+  `best_epoch` (step = the last epoch);
+- artifacts: `checkpoints/last.pt`, `plots/learning_curves.png`, `plots/confusion_matrix.png` (test),
+  `reports/classification_report.txt` (test), `reports/misclassified_validation.csv` (and
+  `plots/misclassified_validation.png` for images), `config.json` (via log_config);
+- the model: `ExportedClassifier` (standardization + network + softmax) under the name `model`; see
+  mlops_platform/training/models.py for its input/output contract.
+
+Resume (`resume_from=<run_id>`): the checkpoint's config is used (it says how the run was made), the
+SAME run is continued, and metric (key, step) pairs the run already holds are not logged again.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mlops_platform.config.train_torch import TorchTrainConfig
+from mlops_platform.data import Dataset, Splits, load_dataset, split_dataset
+from mlops_platform.errors import UserError
+from mlops_platform.evaluation import (
+    classification_report_text,
+    confusion_matrix_figure,
+    learning_curves_figure,
+    misclassified_table,
+)
+from mlops_platform.settings import mlops_home
+from mlops_platform.training.checkpoint import load_checkpoint
+from mlops_platform.training.device import Precision, resolve_device, resolve_precision
+from mlops_platform.training.models import ExportedClassifier, Standardizer, build_model
+from mlops_platform.training.torch_loop import (
+    EPOCH_METRICS,
+    STEP_METRICS,
+    FitResult,
+    TensorData,
+    Trainer,
+    overfit_one_batch,
+    seed_everything,
+)
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT = "train_torch"
+CHECKPOINT_ARTIFACT_DIR = "checkpoints"
+CHECKPOINT_FILE = "last.pt"
+FINAL_METRICS: tuple[str, ...] = ("test_loss", "test_accuracy", "test_f1_macro", "best_epoch")
+INPUT_EXAMPLE_ROWS = 5
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Data ready for the loop: standardized tensors, plus what the export and artifacts need."""
+
+    dataset: Dataset
+    splits: Splits
+    standardizer: Standardizer
+    train: TensorData
+    validation: TensorData
+    test: TensorData
+
+
+def prepare_data(config: TorchTrainConfig) -> Prepared:
+    """Load, split, and standardize with statistics of the training split only.
+
+    Raises:
+        DataError: the data module's checks (missing file/column, non-numeric, single-sample class).
+        UserError: a regression target, or a CNN on data that is not images.
+    """
+    dataset = load_dataset(config.dataset, target=config.target)
+    if dataset.task != "classification":
+        raise UserError(
+            f"dataset={config.dataset!r} has a regression target ({dataset.target_name}); "
+            "the torch trainer does classification"
+        )
+    if config.model == "cnn" and dataset.image_shape is None:
+        raise UserError(f"model=cnn needs image data; dataset={config.dataset!r} is tabular: use model=mlp")
+    splits = split_dataset(dataset, config.seed, config.val_fraction, config.test_fraction)
+    standardizer = Standardizer.fit(splits.train.features.to_numpy(np.float32))
+
+    def tensors(split) -> TensorData:
+        raw = torch.from_numpy(split.features.to_numpy(np.float32, copy=True))
+        with torch.no_grad():
+            features = standardizer(raw)
+        return TensorData(features, torch.from_numpy(dataset.encode_target(split.target)))
+
+    return Prepared(
+        dataset, splits, standardizer, tensors(splits.train), tensors(splits.validation), tensors(splits.test)
+    )
+
+
+def new_model(config: TorchTrainConfig, prepared: Prepared) -> torch.nn.Module:
+    return build_model(
+        config.model,
+        n_features=prepared.train.features.shape[1],
+        n_classes=prepared.dataset.n_classes,
+        hidden_sizes=config.hidden_layer_sizes,
+        channels=config.conv_channels,
+        dropout=config.dropout,
+        image_shape=prepared.dataset.image_shape,
+    )
+
+
+def checkpoint_path(run_id: str) -> Path:
+    """Where a run's checkpoint lives on this machine (also logged to the run)."""
+    return mlops_home() / "checkpoints" / run_id / CHECKPOINT_FILE
+
+
+# ------------------------------------------------------------------------------------------------- job
+
+
+def run(config: TorchTrainConfig) -> None:
+    """Train, evaluate and log one model; see the module docstring."""
+    resume_state: dict[str, Any] | None = None
+    if config.resume_from:
+        resume_state = fetch_checkpoint(config.resume_from)
+        config = config_from_checkpoint(resume_state, config)
+    prepared = prepare_data(config)
+    device = resolve_device(config.device)
+    precision = resolve_precision(device, config.amp)
+    seed_everything(config.seed, config.deterministic, device)
+    model = new_model(config, prepared)
+    sanity_loss = overfit_one_batch(model, config, precision, prepared.train) if config.sanity_check else None
+    train_with_tracking(config, prepared, model, precision, resume_state, sanity_loss)
+
+
+def train_with_tracking(
+    config: TorchTrainConfig,
+    prepared: Prepared,
+    model: torch.nn.Module,
+    precision: Precision,
+    resume_state: dict[str, Any] | None,
+    sanity_loss: float | None,
+    tracker: Any = None,
+) -> str:
+    """Open the run (new, `mlflow run`'s, or the resumed one), train, evaluate, log; return the run id."""
+    if tracker is None:
+        from mlops_platform.tracking import Tracker
+
+        tracker = Tracker()
+    with tracker.run(
+        experiment=config.experiment,
+        run_name=config.run_name,
+        resume_run_id=config.resume_from,
+        entry_point=ENTRY_POINT,
+    ) as run:
+        if resume_state is None:
+            run.log_config(config.to_params())
+            prepared.splits.log_to(run)
+        tags = {"mlops.device": precision.device, "mlops.amp": precision.amp_name}
+        if sanity_loss is not None:
+            tags["mlops.sanity_check_loss"] = f"{sanity_loss:.5f}"
+        if resume_state is not None:
+            tags["mlops.resumed_from_epoch"] = str(resume_state["epoch"])
+        run.set_tags(tags)
+        sink = run if resume_state is None else SkipLogged(run, logged_steps(run.run_id, tracker))
+        path = checkpoint_path(run.run_id)
+        trainer = Trainer(
+            model,
+            config,
+            precision,
+            sink,
+            prepared.dataset.n_classes,
+            checkpoint_path=path,
+            on_checkpoint=lambda written: run.log_artifact(str(written), CHECKPOINT_ARTIFACT_DIR),
+        )
+        if resume_state is not None:
+            trainer.load_state_dict(resume_state)
+        result = trainer.fit(prepared.train, prepared.validation)
+        test = trainer.evaluate(prepared.test)
+        sink.log_metrics(
+            {
+                "test_loss": test.loss,
+                "test_accuracy": test.accuracy,
+                "test_f1_macro": test.f1_macro,
+                "best_epoch": float(result.best_epoch),
+            },
+            step=result.epochs_run,
+        )
+        log_reports(run, trainer, prepared, result, test.predictions)
+        log_exported_model(run, result.model, prepared, config.registered_model_name)
+        return run.run_id
+
+
+# -------------------------------------------------------------------------------------------- resume
+
+
+def fetch_checkpoint(run_id: str) -> dict[str, Any]:
+    """The last checkpoint of a run: the local copy when this machine wrote it, else the run's artifact.
+
+    Raises:
+        UserError: the run does not exist or has no checkpoint.
+    """
+    local = checkpoint_path(run_id)
+    if local.is_file():
+        return load_checkpoint(local)
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from mlops_platform.settings import resolve_tracking_uri
+
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            downloaded = mlflow.artifacts.download_artifacts(
+                run_id=run_id,
+                artifact_path=f"{CHECKPOINT_ARTIFACT_DIR}/{CHECKPOINT_FILE}",
+                dst_path=folder,
+                tracking_uri=resolve_tracking_uri(),
+            )
+        except (MlflowException, OSError) as error:
+            raise UserError(
+                f"resume_from={run_id!r}: no checkpoint found for this run ({CHECKPOINT_ARTIFACT_DIR}/"
+                f"{CHECKPOINT_FILE}): {str(error).splitlines()[0]}"
+            ) from None
+        return load_checkpoint(downloaded)
+
+
+def config_from_checkpoint(state: dict[str, Any], given: TorchTrainConfig) -> TorchTrainConfig:
+    """The checkpoint's config (how the run was made), with `resume_from` set; differences in the
+    given values are reported and ignored, since a resumed run must continue as it started."""
+    stored = dict(state["config"])
+    differing = {
+        name: value
+        for name, value in given.to_params().items()
+        if name != "resume_from"
+        and value != TorchTrainConfig.model_fields[name].default
+        and value != stored.get(name)
+    }
+    if differing:
+        logger.warning("resume_from: ignoring %s; the run continues with its checkpoint's config", differing)
+    return TorchTrainConfig.parse({**stored, "resume_from": given.resume_from})
+
+
+class SkipLogged:
+    """A sink that drops (metric, step) pairs the resumed run already holds, so no step is stored twice
+    (the killed process may have logged steps past its last checkpoint)."""
+
+    def __init__(self, run: Any, logged: set[tuple[str, int]]) -> None:
+        self.run = run
+        self.logged = logged
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        fresh = {name: value for name, value in metrics.items() if (name, step) not in self.logged}
+        if fresh:
+            self.run.log_metrics(fresh, step=step)
+
+
+def logged_steps(run_id: str, tracker: Any) -> set[tuple[str, int]]:
+    """(metric, step) pairs the run already holds on the server."""
+    history = getattr(tracker, "metric_steps", None)
+    if history is not None:  # the recording tracker used in unit tests keeps them in memory
+        return set(history(run_id))
+    from mlflow import MlflowClient
+
+    from mlops_platform.settings import resolve_tracking_uri
+
+    client = MlflowClient(resolve_tracking_uri())
+    pairs: set[tuple[str, int]] = set()
+    for name in (*STEP_METRICS, *EPOCH_METRICS, *FINAL_METRICS):
+        pairs.update((name, metric.step) for metric in client.get_metric_history(run_id, name))
+    return pairs
+
+
+# ----------------------------------------------------------------------------------------- artifacts
+
+
+def log_reports(run: Any, trainer: Trainer, prepared: Prepared, result: FitResult, test_predictions) -> None:
+    """Learning curves, test confusion matrix and report, misclassified validation samples."""
+    labels = list(prepared.dataset.class_labels)
+    decode = prepared.dataset.decode_target
+    history = {name: [row[name] for row in result.history] for name in EPOCH_METRICS[:5]}
+    run.log_figure(learning_curves_figure(history), "plots/learning_curves.png")
+    test_true = decode(prepared.test.targets.numpy())
+    test_pred = decode(test_predictions)
+    run.log_figure(confusion_matrix_figure(test_true, test_pred, labels), "plots/confusion_matrix.png")
+    run.log_text(
+        classification_report_text(test_true, test_pred, labels), "reports/classification_report.txt"
+    )
+    validation = trainer.evaluate(prepared.validation)
+    val_true = decode(prepared.validation.targets.numpy())
+    val_pred = decode(validation.predictions)
+    table = misclassified_table(
+        prepared.splits.validation.features, val_true, val_pred, validation.probabilities
+    )
+    run.log_text(table.to_csv(index=False), "reports/misclassified_validation.csv")
+    if prepared.dataset.image_shape is not None and len(table):
+        run.log_figure(misclassified_images_figure(table, prepared), "plots/misclassified_validation.png")
+
+
+def misclassified_images_figure(table, prepared: Prepared, limit: int = 24) -> Any:
+    """The misclassified validation images, titled `label -> prediction`."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    shown = table.head(limit)
+    columns = min(8, len(shown))
+    rows = (len(shown) + columns - 1) // columns
+    figure = Figure(figsize=(1.4 * columns, 1.6 * rows), layout="constrained")
+    FigureCanvasAgg(figure)
+    pixels = shown[list(prepared.dataset.feature_names)].to_numpy(np.float32)
+    for position, (row, image) in enumerate(zip(shown.itertuples(), pixels, strict=True)):
+        axes = figure.add_subplot(rows, columns, position + 1)
+        axes.imshow(image.reshape(prepared.dataset.image_shape), cmap="gray_r")
+        axes.set_title(f"{row.label} -> {row.prediction}", fontsize=8)
+        axes.axis("off")
+    return figure
+
+
+def exported_classifier(model: torch.nn.Module, prepared: Prepared) -> ExportedClassifier:
+    """The serving module: training-split standardization + trained network + softmax, on the CPU."""
+    return ExportedClassifier(prepared.standardizer, model).cpu().eval()
+
+
+def log_exported_model(
+    run: Any, model: torch.nn.Module, prepared: Prepared, registered_model_name: str | None
+) -> Any:
+    """Log the exported classifier with the pytorch flavor, a tensor signature and an input example.
+
+    The signature is a float32 tensor (-1, n_features): MLflow's pt2 format (torch.export, no pickled
+    code) needs a tensor signature. Feature names and class labels go into the model's metadata.
+    """
+    from mlflow.models import infer_signature
+
+    exported = exported_classifier(model, prepared)
+    example = prepared.splits.train.features.head(INPUT_EXAMPLE_ROWS).to_numpy(np.float32)
+    with torch.no_grad():
+        output = exported(torch.from_numpy(example)).numpy()
+    return run.log_model(
+        "pytorch",
+        exported,
+        input_example=example,
+        signature=infer_signature(example, output),
+        registered_model_name=registered_model_name,
+        metadata={
+            "feature_names": list(prepared.dataset.feature_names),
+            "class_labels": [str(label) for label in prepared.dataset.class_labels],
+            "output": "class probabilities, one column per class_labels entry",
+        },
+    )
