@@ -19,6 +19,7 @@ from mlops_platform.entrypoints import ENTRY_POINTS
 COMMANDS: dict[str, str] = {
     "server": "mlops_platform.cli.server:server",
     "runs": "mlops_platform.cli.runs:runs",
+    "sync": "mlops_platform.cli.tracking:sync",
     "registry": "mlops_platform.cli.registry:registry",
 }
 

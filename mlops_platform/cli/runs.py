@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from mlops_platform.cli.registry import search_command
+from mlops_platform.cli.tracking import reap
 
 
 @click.group()
@@ -13,3 +14,4 @@ def runs() -> None:
 
 
 runs.add_command(search_command)
+runs.add_command(reap)

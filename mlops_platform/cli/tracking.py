@@ -1,0 +1,81 @@
+"""`mlops sync` (deliver journals dead processes left behind) and `mlops runs reap` (end dead runs)."""
+
+from __future__ import annotations
+
+import click
+
+from mlops_platform.errors import UserError
+
+
+@click.command()
+@click.option(
+    "--tracking-uri", default=None, help="Deliver to this server instead of the one each journal recorded."
+)
+@click.option("--attempts", default=3, show_default=True, help="Tries per journal while the server is away.")
+def sync(tracking_uri: str | None, attempts: int) -> None:
+    """Replay the run journals under $MLOPS_HOME that no live process owns.
+
+    Records are sent with their original timestamps; what the server already acknowledged is not sent
+    again, and a re-sent record is stored once. Delivered journals are deleted.
+    """
+    from mlops_platform.tracking.replay import sync_journals
+
+    results = sync_journals(tracking_uri=tracking_uri, attempts=attempts)
+    if not results:
+        click.echo("nothing to sync")
+        return
+    pending = 0
+    for result in results:
+        counts = result.counts
+        line = (
+            f"{result.run_id}: {result.state} ({counts.metrics} metrics, {counts.params} params, "
+            f"{counts.tags} tags sent"
+        )
+        if counts.ended:
+            line += f", run ended {counts.ended}"
+        if counts.rejected:
+            line += f", {counts.rejected} refused by the server (see {result.path}/rejected.jsonl)"
+        line += ")"
+        if result.state == "pending":
+            pending += 1
+            line += f": {result.error or 'not fully delivered'}; kept in {result.path}"
+        click.echo(line)
+    if pending:
+        raise click.ClickException(f"{pending} journal(s) not delivered; run `mlops sync` again later")
+
+
+@click.command()
+@click.option(
+    "--stale-after",
+    default="10m",
+    show_default=True,
+    help="A RUNNING run whose heartbeat is older than this (e.g. 90s, 10m, 2h) is marked KILLED.",
+)
+@click.option("--experiment", "experiments", multiple=True, help="Only this experiment (name; repeatable).")
+@click.option("--dry-run", is_flag=True, help="List the runs that would be marked, change nothing.")
+@click.option("--tracking-uri", default=None, help="Default: MLFLOW_TRACKING_URI or the local server.")
+def reap(stale_after: str, experiments: tuple[str, ...], dry_run: bool, tracking_uri: str | None) -> None:
+    """Mark RUNNING runs whose process died (heartbeat stopped) as KILLED."""
+    from mlflow import MlflowClient
+
+    from mlops_platform.settings import resolve_tracking_uri
+    from mlops_platform.tracking.reaper import parse_duration, reap_stale_runs
+
+    try:
+        seconds = parse_duration(stale_after)
+    except UserError as error:
+        raise click.BadParameter(str(error), param_hint="--stale-after") from None
+    client = MlflowClient(resolve_tracking_uri(tracking_uri))
+    experiment_ids = None
+    if experiments:
+        experiment_ids = []
+        for name in experiments:
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise click.BadParameter(f"no experiment named {name!r}", param_hint="--experiment")
+            experiment_ids.append(experiment.experiment_id)
+    reaped = reap_stale_runs(client, seconds, experiment_ids, dry_run=dry_run)
+    verb = "would mark" if dry_run else "marked"
+    for run in reaped:
+        click.echo(f"{verb} KILLED: {run.run_id} ({run.run_name}) in experiment {run.experiment_id}")
+    click.echo(f"{len(reaped)} stale run(s) {verb} KILLED")
