@@ -58,6 +58,13 @@ ENTRY_POINTS: tuple[EntryPoint, ...] = (
         job="mlops_platform.training.sklearn_job:run",
         help="Train a scikit-learn model (baseline first), cross-validate it and log it to MLflow.",
     ),
+    EntryPoint(
+        name="train_torch",
+        cli_path=("train", "torch"),
+        config="mlops_platform.config.train_torch:TorchTrainConfig",
+        job="mlops_platform.training.torch_job:run",
+        help="Train a PyTorch MLP/CNN on CPU or GPU with checkpoints, exact resume and full tracking.",
+    ),
 )
 
 # `mlflow run .` with no -e runs this job (the PyTorch trainer once it exists).

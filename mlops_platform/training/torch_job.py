@@ -60,6 +60,7 @@ CHECKPOINT_ARTIFACT_DIR = "checkpoints"
 CHECKPOINT_FILE = "last.pt"
 FINAL_METRICS: tuple[str, ...] = ("test_loss", "test_accuracy", "test_f1_macro", "best_epoch")
 INPUT_EXAMPLE_ROWS = 5
+RESUME_FLUSH_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ def train_with_tracking(
         if resume_state is not None:
             tags["mlops.resumed_from_epoch"] = str(resume_state["epoch"])
         run.set_tags(tags)
-        sink = run if resume_state is None else SkipLogged(run, logged_steps(run.run_id, tracker))
+        sink = run if resume_state is None else SkipLogged(run, logged_steps(run))
         path = checkpoint_path(run.run_id)
         trainer = Trainer(
             model,
@@ -259,19 +260,23 @@ class SkipLogged:
             self.run.log_metrics(fresh, step=step)
 
 
-def logged_steps(run_id: str, tracker: Any) -> set[tuple[str, int]]:
-    """(metric, step) pairs the run already holds on the server."""
-    history = getattr(tracker, "metric_steps", None)
-    if history is not None:  # the recording tracker used in unit tests keeps them in memory
-        return set(history(run_id))
+def logged_steps(run: Any) -> set[tuple[str, int]]:
+    """(metric, step) pairs the run already holds, including records the killed process journaled but
+    never delivered: the resumed run continues that journal, so a flush delivers them first."""
+    recorded = getattr(run, "metrics", None)
+    if isinstance(recorded, dict):  # a RecordingRun (unit tests) keeps them in memory
+        return {(name, step) for name, points in recorded.items() for step, _ in points}
     from mlflow import MlflowClient
 
-    from mlops_platform.settings import resolve_tracking_uri
-
-    client = MlflowClient(resolve_tracking_uri())
+    if not run.flush(timeout=RESUME_FLUSH_TIMEOUT):
+        raise UserError(
+            f"resume_from={run.run_id}: the tracking server did not take the run's pending records "
+            f"within {RESUME_FLUSH_TIMEOUT:.0f}s; cannot tell which metric steps it already holds"
+        )
+    client = MlflowClient(run.tracking_uri)
     pairs: set[tuple[str, int]] = set()
     for name in (*STEP_METRICS, *EPOCH_METRICS, *FINAL_METRICS):
-        pairs.update((name, metric.step) for metric in client.get_metric_history(run_id, name))
+        pairs.update((name, metric.step) for metric in client.get_metric_history(run.run_id, name))
     return pairs
 
 
