@@ -45,7 +45,7 @@ class Dataset:
     Attributes:
         name: short name used for runs and MLflow datasets ("digits", or the CSV file's stem).
         source: the spec it was loaded from ("digits", "csv:/data/x.csv").
-        features: numeric feature columns, no missing values.
+        features: numeric feature columns as float64, no missing values.
         target: the label (classification) or value (regression), named `target_name`.
         task: "classification" or "regression".
         class_labels: sorted distinct labels for classification, () for regression.
@@ -181,6 +181,8 @@ def load_dataset(spec: str, target: str | None = None, task: str | None = None) 
         )
     resolved_task = _resolve_task(target_series, task)
     _validate_features(features, name)
+    # One dtype for every feature: model signatures say double, so served ints and floats both fit.
+    features = features.astype("float64")
     if target_series.isna().any():
         raise DataError(
             f"dataset {name!r}: target column {target_series.name!r} has "

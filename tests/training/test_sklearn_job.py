@@ -1,0 +1,169 @@
+"""The train_sklearn job against RecordingTracker: what it logs, the baseline run, early errors."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from mlops_platform.config.train_sklearn import TrainSklearnConfig
+from mlops_platform.data import DataError
+from mlops_platform.errors import UserError
+from mlops_platform.tracking import RecordingTracker
+from mlops_platform.training import sklearn_job
+
+
+def _config(**values) -> TrainSklearnConfig:
+    return TrainSklearnConfig.parse({"cv_folds": 2, **values})
+
+
+def _no_baseline(experiment_id: str, digest: str, task: str) -> None:
+    return None
+
+
+def test_classification_run_logs_metrics_artifacts_datasets_and_model():
+    tracker = RecordingTracker()
+    config = _config(dataset="wine", model="random_forest", n_estimators=15, registered_model_name="wine-rf")
+    result = sklearn_job.run(config, tracker=tracker, find_baseline=_no_baseline)
+
+    main_run, baseline_run = tracker.runs
+    assert main_run.run_id == result.run_id and main_run.status == "FINISHED"
+    assert main_run.tags["mlops.role"] == "candidate"
+    assert main_run.tags["mlops.baseline_run_id"] == baseline_run.run_id == result.baseline_run_id
+    assert main_run.options["use_env_run"] is True and main_run.options["entry_point"] == "train_sklearn"
+    for name in (
+        "cv_accuracy_mean", "cv_accuracy_std", "cv_f1_macro_mean", "cv_roc_auc_mean", "cv_log_loss_mean",
+        "test_accuracy", "test_f1_macro", "test_roc_auc", "test_log_loss",
+        "fit_seconds", "predict_latency_ms_per_row", "model_size_bytes",
+    ):  # fmt: skip
+        assert name in main_run.metrics, name
+    assert main_run.history("test_accuracy")[0] > 0.85
+    assert main_run.history("model_size_bytes")[0] > 1000
+    for artifact in (
+        "plots/confusion_matrix.png",
+        "reports/classification_report.txt",
+        "reports/feature_importances.csv",
+        "plots/feature_importances.png",
+        "reports/misclassified_test_samples.csv",
+    ):
+        assert artifact in main_run.artifacts, artifact
+    assert main_run.config["model"] == "random_forest"
+    assert main_run.params["estimator.model__n_estimators"] == "15"
+    assert main_run.params["resolved.task"] == "classification"
+    assert [d["context"] for d in main_run.datasets] == ["train", "test"]
+    assert {d["name"] for d in main_run.datasets} == {"wine"}
+    (model,) = main_run.models
+    assert model.flavor == "sklearn" and model.registered_model_name == "wine-rf"
+    assert model.signature is not None and len(model.input_example) == 5
+    assert result.model_uri == model.model_uri
+
+
+def test_baseline_run_is_its_own_run_tagged_and_never_registered():
+    tracker = RecordingTracker()
+    sklearn_job.run(
+        _config(dataset="wine", model="logreg", registered_model_name="wine-lr"),
+        tracker=tracker,
+        find_baseline=_no_baseline,
+    )
+    main_run, baseline_run = tracker.runs
+    assert baseline_run.options["use_env_run"] is False
+    assert baseline_run.tags["mlops.role"] == "baseline"
+    assert baseline_run.tags["mlops.model"] == "baseline"
+    assert baseline_run.tags["mlops.dataset_digest"] == main_run.tags["mlops.dataset_digest"]
+    assert baseline_run.status == "FINISHED"
+    assert baseline_run.models[0].registered_model_name is None
+    assert baseline_run.history("test_accuracy")[0] < main_run.history("test_accuracy")[0]
+
+
+def test_existing_baseline_is_reused():
+    tracker = RecordingTracker()
+    seen = []
+
+    def finder(experiment_id: str, digest: str, task: str) -> str:
+        seen.append((digest, task))
+        return "existing-baseline"
+
+    result = sklearn_job.run(_config(dataset="wine", model="knn"), tracker=tracker, find_baseline=finder)
+    assert len(tracker.runs) == 1
+    assert result.baseline_run_id == "existing-baseline"
+    assert tracker.runs[0].tags["mlops.baseline_run_id"] == "existing-baseline"
+    assert seen == [(tracker.runs[0].tags["mlops.dataset_digest"], "classification")]
+
+
+def test_baseline_model_itself_and_opt_out_make_one_run():
+    for values in ({"model": "baseline"}, {"model": "ridge", "baseline": False}):
+        tracker = RecordingTracker()
+        sklearn_job.run(_config(dataset="diabetes", **values), tracker=tracker, find_baseline=_no_baseline)
+        assert len(tracker.runs) == 1, values
+    assert tracker.runs[0].tags["mlops.role"] == "candidate"
+
+
+def test_regression_logs_residuals_and_coefficients():
+    tracker = RecordingTracker()
+    sklearn_job.run(
+        _config(dataset="diabetes", model="ridge", alpha=1.0), tracker=tracker, find_baseline=_no_baseline
+    )
+    main_run, baseline_run = tracker.runs
+    for name in ("cv_rmse_mean", "cv_r2_mean", "cv_mae_std", "test_rmse", "test_mae", "test_r2"):
+        assert name in main_run.metrics, name
+    assert "plots/residuals.png" in main_run.artifacts
+    assert "reports/feature_importances.csv" in main_run.artifacts
+    assert "plots/confusion_matrix.png" not in main_run.artifacts
+    assert main_run.history("test_r2")[0] > baseline_run.history("test_r2")[0]
+    assert main_run.history("test_rmse")[0] < main_run.history("cv_rmse_mean")[0] * 1.5
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"dataset": "diabetes", "model": "svc"}, "model='svc' does not fit dataset 'diabetes'"),
+        (
+            {"dataset": "diabetes", "model": "random_forest", "class_weight": "balanced"},
+            "class_weight does not apply to regression model='random_forest'",
+        ),
+        ({"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
+        ({"dataset": "wine", "cv_folds": 10, "test_fraction": 0.9}, "fewer than cv_folds=10"),
+    ],
+)
+def test_user_errors_come_before_any_run(values, message):
+    tracker = RecordingTracker()
+    with pytest.raises(UserError, match=message):
+        sklearn_job.run(_config(**values), tracker=tracker, find_baseline=_no_baseline)
+    assert tracker.runs == []
+
+
+def test_csv_dataset_with_string_labels(tmp_path):
+    frame = pd.DataFrame(
+        {
+            "x1": [0.1 * i for i in range(60)],
+            "x2": [(-1) ** i * i for i in range(60)],
+            "kind": ["lo", "hi"] * 30,
+        }
+    )
+    path = tmp_path / "toy.csv"
+    frame.to_csv(path, index=False)
+    tracker = RecordingTracker()
+    sklearn_job.run(
+        _config(dataset=f"csv:{path}", target="kind", model="hist_gb", max_iter=10),
+        tracker=tracker,
+        find_baseline=_no_baseline,
+    )
+    main_run = tracker.last_run
+    assert main_run.tags["mlops.dataset"] == "toy"
+    assert main_run.datasets[0]["targets"] == "kind"
+    assert "test_roc_auc" in main_run.metrics
+
+
+def test_csv_without_target_is_a_data_error(tmp_path):
+    path = tmp_path / "toy.csv"
+    pd.DataFrame({"a": [1, 2], "b": [0, 1]}).to_csv(path, index=False)
+    with pytest.raises(DataError, match="needs target"):
+        sklearn_job.prepare(_config(dataset=f"csv:{path}"))
+
+
+def test_estimator_params_are_scalars_with_nested_estimators_by_class():
+    from mlops_platform.training.sklearn_models import build_pipeline
+
+    params = sklearn_job.estimator_params(build_pipeline("voting", "classification", {}, 0))
+    assert params["estimator.model"] == "VotingClassifier"
+    assert params["estimator.model__voting"] == "soft"
+    assert all(isinstance(value, bool | int | float | str) for value in params.values())
