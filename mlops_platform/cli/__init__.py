@@ -21,6 +21,8 @@ COMMANDS: dict[str, str] = {
     "runs": "mlops_platform.cli.runs:runs",
     "sync": "mlops_platform.cli.tracking:sync",
     "registry": "mlops_platform.cli.registry:registry",
+    "serve": "mlops_platform.cli.serving:serve",
+    "predict": "mlops_platform.cli.serving:predict",
 }
 
 

@@ -1,0 +1,94 @@
+"""Dynamic micro-batching: concurrent requests share one forward pass of a torch model.
+
+A request's rows join a queue; one task drains it: it takes what is queued (up to `max_batch_size`
+rows), keeps collecting while new requests keep arriving (at most `max_wait_s` after the first), runs
+the model once on the concatenation in a worker thread (torch releases the GIL, so the event loop goes
+on reading requests meanwhile), and hands each request its slice of the output.
+
+Under light load a request waits for no one; under heavy load batches form by themselves while the
+previous batch computes. The draining task ends when the queue is empty and restarts on the next
+request, so a batcher whose model has been swapped out by a reload simply goes idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+
+import numpy as np
+
+
+class MicroBatcher:
+    """Batches calls of `fn(array) -> array` whose inputs and outputs line up row for row."""
+
+    def __init__(
+        self,
+        fn: Callable[[np.ndarray], np.ndarray],
+        executor: Executor,
+        max_batch_size: int,
+        max_wait_s: float,
+    ):
+        self._fn = fn
+        self._executor = executor
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self._queue: deque[tuple[np.ndarray, asyncio.Future]] = deque()
+        self._task: asyncio.Task | None = None
+        # Sizes of the batches run so far (for tests and /health).
+        self.batches = 0
+        self.rows = 0
+
+    async def submit(self, rows: np.ndarray) -> np.ndarray:
+        """The model's output for `rows`, computed together with whatever else is queued."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.append((rows, future))
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._queue:
+            batch = await self._collect()
+            inputs = [rows for rows, _ in batch]
+            try:
+                joined = inputs[0] if len(inputs) == 1 else np.concatenate(inputs)
+                output = await loop.run_in_executor(self._executor, self._fn, joined)
+            except Exception as error:  # the model's failure belongs to each waiting request
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            self.batches += 1
+            self.rows += len(joined)
+            start = 0
+            for rows, future in batch:
+                stop = start + len(rows)
+                if not future.done():  # a client that went away leaves a cancelled future
+                    future.set_result(output[start:stop])
+                start = stop
+
+    async def _collect(self) -> list[tuple[np.ndarray, asyncio.Future]]:
+        batch = [self._queue.popleft()]
+        size = len(batch[0][0])
+        deadline = time.monotonic() + self.max_wait_s
+        while size < self.max_batch_size:
+            if not self._queue:
+                if time.monotonic() >= deadline:
+                    break
+                # One turn of the event loop lets requests already on the wire join; stop waiting as
+                # soon as a turn brings nobody new, so a lone request is not held back.
+                await asyncio.sleep(0)
+                if not self._queue:
+                    break
+                continue
+            if size + len(self._queue[0][0]) > self.max_batch_size:
+                break
+            rows, future = self._queue.popleft()
+            batch.append((rows, future))
+            size += len(rows)
+        return batch

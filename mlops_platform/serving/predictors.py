@@ -1,0 +1,330 @@
+"""Load a logged model once and predict with it: natively where we can, through pyfunc where we cannot.
+
+`load_served_model` downloads the model, reads its signature and picks a predictor:
+- scikit-learn flavor: the fitted estimator's own `predict` (or the `pyfunc_predict_fn` it was logged
+  with) on a numpy array;
+- pytorch flavor: the module in eval mode under `torch.no_grad()` on a numpy array, with concurrent
+  requests micro-batched;
+- anything else, or a model whose native output differs from pyfunc's on its own input example:
+  MLflow's scoring code itself (`mlflow.pyfunc.scoring_server.invocations`), in a worker thread.
+The per-request cost of pyfunc (schema enforcement through pandas) is what the native path avoids;
+the result is the same JSON, checked at load time on the input example.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import tempfile
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from mlops_platform.errors import UserError
+from mlops_platform.serving.batching import MicroBatcher
+from mlops_platform.serving.errors import RequestError
+from mlops_platform.serving.validation import InputSpec, Validator
+
+logger = logging.getLogger(__name__)
+
+_SKLEARN_PREDICT_FNS = ("predict", "predict_proba", "predict_log_proba", "predict_joint_log_proba")
+# Longest MLflow error text we pass on: its messages can quote the whole input.
+_MAX_FALLBACK_MESSAGE = 500
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which model is served: what /version reports.
+
+    Attributes:
+        model_uri: the URI as given (may name an alias).
+        resolved_uri: the URI actually loaded (an alias pinned to its version).
+        artifact_uri: where its files are; downloaded with the explicit tracking URI, because MLflow
+            resolves `models:/` URIs against its global registry URI, not the one we were given.
+        name / version / alias: registry coordinates, when the URI names a registered model.
+        run_id / model_id: the run that logged it and the LoggedModel id, when known.
+    """
+
+    model_uri: str
+    resolved_uri: str
+    artifact_uri: str
+    name: str | None = None
+    version: str | None = None
+    alias: str | None = None
+    run_id: str | None = None
+    model_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model_uri": self.model_uri,
+            "model_name": self.name,
+            "model_version": self.version,
+            "alias": self.alias,
+            "run_id": self.run_id,
+            "model_id": self.model_id,
+        }
+
+
+def parse_registry_uri(model_uri: str) -> tuple[str | None, str | None, str | None]:
+    """(name, version, alias) of a `models:/name/version` or `models:/name@alias` URI, else Nones."""
+    if not model_uri.startswith("models:/"):
+        return None, None, None
+    rest = model_uri[len("models:/") :].strip("/")
+    if "@" in rest:
+        name, _, alias = rest.partition("@")
+        return name, None, alias
+    name, _, version = rest.partition("/")
+    if version.isdigit():
+        return name, version, None
+    return None, None, None  # models:/<model_id>: a LoggedModel, not a registry entry
+
+
+def resolve_identity(model_uri: str, tracking_uri: str) -> ModelIdentity:
+    """Pin `model_uri` to what it names now (an alias to its current version); raises UserError."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    name, version, alias = parse_registry_uri(model_uri)
+    try:
+        if name and (version or alias):
+            mv = (
+                client.get_model_version_by_alias(name, alias)
+                if alias
+                else client.get_model_version(name, version)
+            )
+            return ModelIdentity(
+                model_uri,
+                f"models:/{name}/{mv.version}",
+                client.get_model_version_download_uri(name, mv.version),
+                name,
+                str(mv.version),
+                alias,
+                mv.run_id,
+                getattr(mv, "model_id", None),
+            )
+        if model_uri.startswith("models:/"):
+            model_id = model_uri[len("models:/") :].strip("/")
+            logged = client.get_logged_model(model_id)
+            return ModelIdentity(
+                model_uri, model_uri, logged.artifact_location, run_id=logged.source_run_id, model_id=model_id
+            )
+    except MlflowException as error:
+        raise UserError(
+            f"cannot resolve model URI {model_uri!r} on {tracking_uri}: {error.message}"
+        ) from None
+    run_id = model_uri[len("runs:/") :].split("/", 1)[0] if model_uri.startswith("runs:/") else None
+    return ModelIdentity(model_uri, model_uri, model_uri, run_id=run_id)
+
+
+def predictions_json(output: Any) -> bytes:
+    """The JSON of a prediction output, valued exactly as MLflow's scoring server writes it."""
+    if isinstance(output, np.ndarray):
+        output = np.ascontiguousarray(output)  # orjson serializes C-contiguous arrays only
+        if output.dtype.kind == "f":
+            # float32 -> float64 first: MLflow writes float32 outputs via Python floats, i.e. their exact
+            # float64 values, where orjson would write float32's shortest text.
+            return orjson.dumps(output.astype(np.float64, copy=False), option=orjson.OPT_SERIALIZE_NUMPY)
+        if output.dtype.kind in "iub":
+            return orjson.dumps(output, option=orjson.OPT_SERIALIZE_NUMPY)
+        return orjson.dumps(output.tolist())
+    return orjson.dumps(output)
+
+
+@dataclass
+class ServedModel:
+    """A loaded model and the way we predict with it."""
+
+    identity: ModelIdentity
+    flavor: str  # "sklearn", "pytorch" or "pyfunc" (the fallback)
+    pyfunc_model: Any
+    validator: Validator | None
+    local_path: str
+    loaded_at: float = field(default_factory=time.time)
+    native: Any = None
+    predict_fn: str = "predict"
+    records_output: bool = False  # torch model with a column signature: MLflow answers with records
+    batcher: MicroBatcher | None = None
+    _executor: ThreadPoolExecutor | None = None
+
+    @property
+    def fast(self) -> bool:
+        return self.validator is not None
+
+    # Native prediction.
+
+    def predict_array(self, array: np.ndarray) -> np.ndarray:
+        """The native model's raw output for a validated array (any thread)."""
+        if self.flavor == "sklearn":
+            return np.asarray(getattr(self.native, self.predict_fn)(array))
+        import torch
+
+        with torch.no_grad():
+            output = self.native(torch.from_numpy(array))
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"the torch module returned {type(output).__name__}, not a tensor")
+        return output.numpy()
+
+    async def predict_async(self, array: np.ndarray) -> np.ndarray:
+        if self.batcher is not None:
+            return await self.batcher.submit(array)
+        return self.predict_array(array)
+
+    def output_json(self, output: np.ndarray) -> bytes:
+        if self.records_output:
+            # MLflow wraps a torch output in a DataFrame (integer column names) and writes records.
+            matrix = output.reshape(len(output), -1).astype(np.float64)
+            keys = [str(i) for i in range(matrix.shape[1])]
+            return orjson.dumps([dict(zip(keys, row, strict=True)) for row in matrix.tolist()])
+        return predictions_json(output)
+
+    # The pyfunc fallback: MLflow's own request handling.
+
+    def fallback_response(self, body: bytes, content_type: str) -> tuple[int, bytes]:
+        """(status, JSON body) exactly as `mlflow models serve` computes them, messages shortened."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.pyfunc import scoring_server
+
+        try:
+            result = scoring_server.invocations(
+                body, content_type, self.pyfunc_model, self.pyfunc_model.metadata.get_input_schema()
+            )
+        except MlflowException as error:
+            message = error.message
+            if len(message) > _MAX_FALLBACK_MESSAGE:
+                message = message[:_MAX_FALLBACK_MESSAGE] + "... (shortened)"
+            code = error.error_code if isinstance(error.error_code, str) else "BAD_REQUEST"
+            return error.get_http_status_code(), orjson.dumps({"error_code": code, "message": message})
+        if result.status != 200:
+            raise RequestError(result.response[:_MAX_FALLBACK_MESSAGE], result.status)
+        return 200, result.response.encode()
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+        shutil.rmtree(self.local_path, ignore_errors=True)
+
+
+def load_served_model(
+    model_uri: str,
+    tracking_uri: str,
+    max_batch_size: int = 256,
+    max_wait_ms: float = 2.0,
+    identity: ModelIdentity | None = None,
+) -> ServedModel:
+    """Download, load and self-check a model; raises UserError when it cannot be loaded."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    identity = identity or resolve_identity(model_uri, tracking_uri)
+    local_path = tempfile.mkdtemp(prefix="mlops-serve-")
+    try:
+        path = mlflow.artifacts.download_artifacts(
+            artifact_uri=identity.artifact_uri, dst_path=local_path, tracking_uri=tracking_uri
+        )
+        pyfunc_model = mlflow.pyfunc.load_model(path)
+    except (MlflowException, OSError) as error:
+        shutil.rmtree(local_path, ignore_errors=True)
+        raise UserError(f"cannot load model {identity.resolved_uri}: {error}") from None
+    served = ServedModel(identity, "pyfunc", pyfunc_model, None, local_path)
+    flavors = pyfunc_model.metadata.flavors
+    spec = InputSpec.from_schema(pyfunc_model.metadata.get_input_schema())
+    if spec is None:
+        logger.info("model %s: no numeric signature, serving through pyfunc", identity.resolved_uri)
+        return served
+    if "sklearn" in flavors:
+        _make_sklearn(served, spec)
+    elif "pytorch" in flavors:
+        _make_torch(served, spec, max_batch_size, max_wait_ms)
+    else:
+        return served
+    _self_check(served, path)
+    return served
+
+
+def _make_sklearn(served: ServedModel, spec: InputSpec) -> None:
+    predict_fn = served.pyfunc_model.metadata.flavors["python_function"].get("predict_fn", "predict")
+    if predict_fn not in _SKLEARN_PREDICT_FNS:
+        return
+    # A pipeline fitted on a DataFrame warns on every numpy call; the array's columns are already
+    # checked by name against the signature, so the warning says nothing here.
+    warnings.filterwarnings("ignore", message="X does not have valid feature names")
+    common = np.result_type(*spec.dtypes) if spec.kind == "columns" else spec.dtypes[0]
+    served.flavor, served.predict_fn = "sklearn", predict_fn
+    served.native = served.pyfunc_model.get_raw_model()
+    served.validator = Validator(spec, common)
+
+
+def _make_torch(served: ServedModel, spec: InputSpec, max_batch_size: int, max_wait_ms: float) -> None:
+    module = served.pyfunc_model.get_raw_model()
+    # A torch.export program has its mode fixed at export time and refuses eval().
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        module.eval()
+    served.flavor, served.native = "pytorch", module
+    # MLflow feeds a column-signature torch model `DataFrame.to_numpy(float32)`, a tensor one its dtype.
+    served.validator = Validator(spec, np.float32 if spec.kind == "columns" else spec.dtypes[0])
+    served.records_output = spec.kind == "columns"
+    if spec.width is not None:  # rows are independent only for (-1, n) inputs we can stack
+        served._executor = ThreadPoolExecutor(1, thread_name_prefix="torch-batch")
+        served.batcher = MicroBatcher(
+            served.predict_array, served._executor, max_batch_size, max_wait_ms / 1e3
+        )
+
+
+def _self_check(served: ServedModel, path: str) -> None:
+    """Fall back to pyfunc unless the native path answers the input example as pyfunc does."""
+    try:
+        example = served.pyfunc_model.metadata.load_input_example(path)
+    except Exception as error:  # an unreadable example only costs us the check
+        logger.warning(
+            "model %s: input example unreadable (%s); native path unchecked", served.identity, error
+        )
+        return
+    if example is None:
+        return
+    import pandas as pd
+
+    try:
+        expected = served.pyfunc_model.predict(example)
+        if isinstance(example, pd.DataFrame):
+            names = list(served.validator.spec.names) or list(example.columns)
+            array = example[names].to_numpy(dtype=served.validator.dtype)
+        else:
+            array = np.asarray(example, dtype=served.validator.dtype)
+        ours = orjson.loads(served.output_json(served.predict_array(np.ascontiguousarray(array))))
+        theirs = orjson.loads(
+            predictions_json(np.asarray(expected))
+            if not isinstance(expected, pd.DataFrame)
+            else orjson.dumps(
+                expected.to_dict(orient="records"),
+                option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS,
+            )
+        )
+        if not _same(ours, theirs):
+            raise ValueError("native output differs from pyfunc's on the input example")
+    except Exception as error:
+        logger.warning(
+            "model %s: native path disabled, serving through pyfunc: %s", served.identity.resolved_uri, error
+        )
+        served.flavor, served.validator, served.batcher = "pyfunc", None, None
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) or isinstance(b, float):
+        return bool(np.isclose(a, b, rtol=1e-5, atol=1e-7))
+    return a == b
+
+
+async def run_fallback(model: ServedModel, body: bytes, content_type: str) -> tuple[int, bytes]:
+    return await asyncio.to_thread(model.fallback_response, body, content_type)
