@@ -86,6 +86,12 @@ class TorchTrainConfig(JobConfig):
         "auto", description="Mixed precision on CUDA: auto = bf16 if supported, else fp16; CPU: off."
     )
 
+    cpu_threads: int = Field(
+        1,
+        description="torch CPU threads; 0: torch's default. 1 is fastest on a shared machine, where more "
+        "OpenMP threads than free cores spin against each other.",
+    )
+
     # tracking and checkpoints
     log_every_n_steps: int = Field(
         10, description="Log train_loss_step, lr, grad_norm every N optimizer steps."
@@ -134,7 +140,7 @@ class TorchTrainConfig(JobConfig):
             raise ValueError(f"{info.field_name}={value} must be >= 1")
         return value
 
-    @field_validator("patience", "checkpoint_every")
+    @field_validator("patience", "checkpoint_every", "cpu_threads")
     @classmethod
     def _non_negative_int(cls, value: int, info) -> int:
         if value < 0:

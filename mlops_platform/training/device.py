@@ -79,3 +79,13 @@ def resolve_precision(
         raise UserError("amp=bf16 but this GPU does not support bfloat16; use amp=fp16 or auto")
     dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
     return Precision("cuda", dtype, use_grad_scaler=dtype is torch.float16, pin_memory=True)
+
+
+def configure_cpu_threads(threads: int) -> None:
+    """Set torch's intra-op CPU threads; 0 keeps torch's default (one per core).
+
+    Why not always all cores: with more OpenMP threads than idle cores (a CI runner or a laptop doing
+    other work), the threads spin-wait on each other and a step gets many times slower, not faster.
+    """
+    if threads > 0:
+        torch.set_num_threads(threads)

@@ -41,7 +41,7 @@ from mlops_platform.evaluation import (
 )
 from mlops_platform.settings import mlops_home
 from mlops_platform.training.checkpoint import load_checkpoint
-from mlops_platform.training.device import Precision, resolve_device, resolve_precision
+from mlops_platform.training.device import Precision, configure_cpu_threads, resolve_device, resolve_precision
 from mlops_platform.training.models import ExportedClassifier, Standardizer, build_model
 from mlops_platform.training.torch_loop import (
     EPOCH_METRICS,
@@ -133,6 +133,7 @@ def run(config: TorchTrainConfig) -> None:
     prepared = prepare_data(config)
     device = resolve_device(config.device)
     precision = resolve_precision(device, config.amp)
+    configure_cpu_threads(config.cpu_threads)
     seed_everything(config.seed, config.deterministic, device)
     model = new_model(config, prepared)
     sanity_loss = overfit_one_batch(model, config, precision, prepared.train) if config.sanity_check else None
@@ -286,7 +287,11 @@ def logged_steps(run: Any) -> set[tuple[str, int]]:
 def log_reports(run: Any, trainer: Trainer, prepared: Prepared, result: FitResult, test_predictions) -> None:
     """Learning curves, test confusion matrix and report, misclassified validation samples."""
     labels = list(prepared.dataset.class_labels)
-    decode = prepared.dataset.decode_target
+
+    def decode(indices: np.ndarray) -> np.ndarray:
+        # decode_target gives an object array, which scikit-learn's metrics cannot type: re-infer it.
+        return np.asarray(prepared.dataset.decode_target(indices).tolist())
+
     history = {name: [row[name] for row in result.history] for name in EPOCH_METRICS[:5]}
     run.log_figure(learning_curves_figure(history), "plots/learning_curves.png")
     test_true = decode(prepared.test.targets.numpy())
@@ -341,7 +346,7 @@ def log_exported_model(
     from mlflow.models import infer_signature
 
     exported = exported_classifier(model, prepared)
-    example = prepared.splits.train.features.head(INPUT_EXAMPLE_ROWS).to_numpy(np.float32)
+    example = prepared.splits.train.features.head(INPUT_EXAMPLE_ROWS).to_numpy(np.float32, copy=True)
     with torch.no_grad():
         output = exported(torch.from_numpy(example)).numpy()
     return run.log_model(
@@ -350,9 +355,19 @@ def log_exported_model(
         input_example=example,
         signature=infer_signature(example, output),
         registered_model_name=registered_model_name,
+        # Explicit requirements: MLflow's inference would reload the model in a subprocess (seconds).
+        pip_requirements=pytorch_requirements(),
         metadata={
             "feature_names": list(prepared.dataset.feature_names),
             "class_labels": [str(label) for label in prepared.dataset.class_labels],
             "output": "class probabilities, one column per class_labels entry",
         },
     )
+
+
+def pytorch_requirements() -> list[str]:
+    """What the logged model needs to load: torch (without a local label such as +cpu) and cloudpickle;
+    MLflow adds itself."""
+    import cloudpickle
+
+    return [f"torch=={torch.__version__.split('+')[0]}", f"cloudpickle=={cloudpickle.__version__}"]
