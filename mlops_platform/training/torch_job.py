@@ -124,8 +124,13 @@ def checkpoint_path(run_id: str) -> Path:
 # ------------------------------------------------------------------------------------------------- job
 
 
-def run(config: TorchTrainConfig) -> None:
-    """Train, evaluate and log one model; see the module docstring."""
+def run(config: TorchTrainConfig, tracker: Any = None) -> str:
+    """Train, evaluate and log one model; see the module docstring. Returns the run id.
+
+    Args:
+        config: the parsed config.
+        tracker: a `Tracker` (default: one on the resolved tracking URI) or a `RecordingTracker`.
+    """
     resume_state: dict[str, Any] | None = None
     if config.resume_from:
         resume_state = fetch_checkpoint(config.resume_from)
@@ -137,7 +142,7 @@ def run(config: TorchTrainConfig) -> None:
     seed_everything(config.seed, config.deterministic, device)
     model = new_model(config, prepared)
     sanity_loss = overfit_one_batch(model, config, precision, prepared.train) if config.sanity_check else None
-    train_with_tracking(config, prepared, model, precision, resume_state, sanity_loss)
+    return train_with_tracking(config, prepared, model, precision, resume_state, sanity_loss, tracker)
 
 
 def train_with_tracking(
