@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pickle
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,8 @@ MODEL_TAG = "mlops.model"
 TASK_TAG = "mlops.task"
 BASELINE_RUN_TAG = "mlops.baseline_run_id"
 LATENCY_REPEATS = 3
+# What a served scikit-learn pipeline needs, pinned to the versions it was trained with.
+_MODEL_PACKAGES = ["mlflow", "scikit-learn", "numpy", "pandas", "scipy"]
 
 # scikit-learn scorer per metric; "neg_" scorers are negated back so every metric reads naturally.
 _CV_SCORERS = {
@@ -298,26 +301,42 @@ def _log_evaluation_artifacts(run: Any, prepared: PreparedData, trained: Trained
 def _log_model(
     run: Any, prepared: PreparedData, trained: TrainedModel, registered_model_name: str | None
 ) -> Any:
+    import skops.io
     from mlflow.models import infer_signature
 
     example = prepared.splits.train.features.head(5)
-    signature = infer_signature(example, trained.pipeline.predict(example))
-    flavor_kwargs: dict[str, Any] = {}
-    import skops.io
-
+    with warnings.catch_warnings():
+        # MLflow hints that integer columns cannot hold missing values; here they are predicted labels.
+        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+        signature = infer_signature(example, trained.pipeline.predict(example))
     try:
         # We built every type in this pipeline ourselves; listing them lets loaders accept them.
-        flavor_kwargs["skops_trusted_types"] = skops.io.get_untrusted_types(data=trained.serialized)
+        flavor_kwargs: dict[str, Any] = {
+            "skops_trusted_types": skops.io.get_untrusted_types(data=trained.serialized)
+        }
+        packages = [*_MODEL_PACKAGES, "skops"]
     except Exception:  # the bytes are a pickle: skops could not write this pipeline
         flavor_kwargs = {"serialization_format": "cloudpickle"}
-    return run.log_model(
-        "sklearn",
-        trained.pipeline,
-        input_example=example,
-        signature=signature,
-        registered_model_name=registered_model_name,
-        **flavor_kwargs,
-    )
+        packages = [*_MODEL_PACKAGES, "cloudpickle"]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+        return run.log_model(
+            "sklearn",
+            trained.pipeline,
+            input_example=example,
+            signature=signature,
+            registered_model_name=registered_model_name,
+            # Stated, not inferred: inference loads the model in a subprocess (seconds per model) and picks
+            # up whatever the process imported (torch), which a scikit-learn model does not need.
+            pip_requirements=_pinned(packages),
+            **flavor_kwargs,
+        )
+
+
+def _pinned(distributions: list[str]) -> list[str]:
+    from importlib import metadata
+
+    return [f"{name}=={metadata.version(name)}" for name in distributions]
 
 
 # ----------------------------------------------------------------------------------------------- job
