@@ -1,0 +1,60 @@
+"""find_best_run: FINISHED only, skips runs without the metric or a model, both directions."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlops_platform.registry import NoQualifyingRunError, SearchError, find_best_run
+
+
+def test_best_skips_failed_no_model_no_metric_and_nan(population) -> None:
+    # page_size=2: the three no-model runs at the top fill more than a page, so skipping crosses pages.
+    best = find_best_run(
+        population.experiment_name, "val_acc", "max", tracking_uri=population.tracking_uri, page_size=2
+    )
+    assert best.run_id == population.ranked[0]
+    assert best.value == 0.69
+    assert best.model_uri.startswith("models:/m-")
+    never = (
+        set(population.failed)
+        | set(population.no_model)
+        | set(population.no_metric)
+        | {population.nan_metric}
+    )
+    assert best.run_id not in never
+
+
+def test_mode_min(population) -> None:
+    best = find_best_run(population.experiment_id, "val_loss", "min", tracking_uri=population.tracking_uri)
+    assert best.run_id == population.ranked[0]
+    assert best.value == pytest.approx(0.31)
+    worst = find_best_run(population.experiment_id, "val_acc", "min", tracking_uri=population.tracking_uri)
+    assert worst.run_id == population.ranked[-1]
+
+
+def test_filter_narrows_candidates(population) -> None:
+    best = find_best_run(
+        population.experiment_name, "val_acc", "max", "tags.team = 'a' and params.model = 'tree'",
+        tracking_uri=population.tracking_uri,
+    )  # fmt: skip
+    assert best.value == 0.58
+
+
+def test_nothing_qualifies_names_the_metric(population) -> None:
+    with pytest.raises(NoQualifyingRunError, match=r"no run in experiment .* has metric 'nonexistent'"):
+        find_best_run(population.experiment_name, "nonexistent", "max", tracking_uri=population.tracking_uri)
+    with pytest.raises(NoQualifyingRunError, match="have no READY logged model"):
+        find_best_run(
+            population.experiment_name,
+            "val_acc",
+            "max",
+            "metrics.val_acc > 0.9",
+            tracking_uri=population.tracking_uri,
+        )
+
+
+def test_mode_is_required_for_unknown_metrics(population) -> None:
+    with pytest.raises(SearchError, match="pass mode"):
+        find_best_run(population.experiment_name, "some_custom_score", tracking_uri=population.tracking_uri)
+    with pytest.raises(SearchError, match="invalid mode 'up'"):
+        find_best_run(population.experiment_name, "val_acc", "up", tracking_uri=population.tracking_uri)
