@@ -43,6 +43,8 @@ MODEL_TAG = "mlops.model"
 TASK_TAG = "mlops.task"
 BASELINE_RUN_TAG = "mlops.baseline_run_id"
 LATENCY_REPEATS = 3
+# MLflow's hint that integer columns cannot hold missing values: our labels and counts never miss any.
+_INTEGER_SCHEMA_HINT = ".*integer column"
 # What a served scikit-learn pipeline needs, pinned to the versions it was trained with.
 _MODEL_PACKAGES = ["mlflow", "scikit-learn", "numpy", "pandas", "scipy"]
 
@@ -265,7 +267,9 @@ def log_trained(run: Any, prepared: PreparedData, trained: TrainedModel, registe
             **estimator_params(trained.pipeline),
         }
     )
-    splits.log_to(run)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_INTEGER_SCHEMA_HINT, category=UserWarning)
+        splits.log_to(run)
     run.log_metrics(trained.metrics)
     _log_evaluation_artifacts(run, prepared, trained)
     model_info = _log_model(run, prepared, trained, config.registered_model_name if register else None)
@@ -306,8 +310,7 @@ def _log_model(
 
     example = prepared.splits.train.features.head(5)
     with warnings.catch_warnings():
-        # MLflow hints that integer columns cannot hold missing values; here they are predicted labels.
-        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+        warnings.filterwarnings("ignore", message=_INTEGER_SCHEMA_HINT, category=UserWarning)
         signature = infer_signature(example, trained.pipeline.predict(example))
     try:
         # We built every type in this pipeline ourselves; listing them lets loaders accept them.
@@ -319,7 +322,7 @@ def _log_model(
         flavor_kwargs = {"serialization_format": "cloudpickle"}
         packages = [*_MODEL_PACKAGES, "cloudpickle"]
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+        warnings.filterwarnings("ignore", message=_INTEGER_SCHEMA_HINT, category=UserWarning)
         return run.log_model(
             "sklearn",
             trained.pipeline,
