@@ -1,0 +1,159 @@
+"""Real processes: a trainer killed by signals, a tracking server killed and restarted mid-run."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from mlops_platform.server import LocalTrackingServer, ServerConfig, free_port
+from mlops_platform.tracking import Tracker
+
+REPO = Path(__file__).resolve().parents[2]
+MLOPS = [sys.executable, "-m", "mlops_platform"]
+
+
+def _start_trainer(experiment: str, *options: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.tracking.trainer_process", experiment, *options],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _read_until(process: subprocess.Popen, prefix: str, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line.startswith(prefix):
+            return line.split()[1]
+        if not line and process.poll() is not None:
+            break
+    process.kill()
+    raise AssertionError(f"trainer never printed {prefix!r}: {process.stderr.read()[-3000:]}")
+
+
+def _steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def test_sigterm_marks_killed_after_delivering(sqlite_tracking_uri, fresh_experiment) -> None:
+    name, _ = fresh_experiment(sqlite_tracking_uri)
+    trainer = _start_trainer(name, "--step-seconds", "0.005", "--report-at", "100")
+    run_id = _read_until(trainer, "run")
+    _read_until(trainer, "logged")
+    trainer.send_signal(signal.SIGTERM)
+    assert trainer.wait(timeout=60) == 128 + signal.SIGTERM
+    client = MlflowClient(sqlite_tracking_uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "KILLED"
+    steps = _steps(client, run_id, "loss")
+    assert len(steps) >= 100 and steps == list(range(len(steps)))  # all delivered at close, none twice
+
+
+def test_sigkill_then_sync_delivers_and_reaper_marks_killed(sqlite_tracking_uri, fresh_experiment) -> None:
+    name, _ = fresh_experiment(sqlite_tracking_uri)
+    # The sender looks at the journal once an hour: nothing logged after the start reaches the server
+    # before the kill, so everything below is delivered by `mlops sync`.
+    trainer = _start_trainer(
+        name,
+        "--steps",
+        "500",
+        "--report-at",
+        "500",
+        "--send-interval",
+        "3600",
+        "--heartbeat-interval",
+        "3600",
+    )
+    run_id = _read_until(trainer, "run")
+    _read_until(trainer, "logged")
+    trainer.send_signal(signal.SIGKILL)
+    trainer.wait(timeout=30)
+    client = MlflowClient(sqlite_tracking_uri)
+    assert _steps(client, run_id, "loss") == []
+    assert client.get_run(run_id).info.status == "RUNNING"
+
+    synced = subprocess.run([*MLOPS, "sync"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert synced.returncode == 0, synced.stderr
+    assert f"{run_id}: delivered (1500 metrics" in synced.stdout
+    for key in ("loss", "accuracy", "lr"):
+        assert _steps(client, run_id, key) == list(range(500))
+    assert client.get_run(run_id).data.params == {"steps": "500", "optimizer.lr": "0.01"}
+    again = subprocess.run([*MLOPS, "sync"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert "nothing to sync" in again.stdout
+
+    # The heartbeat was set at start only; after a second it is stale.
+    time.sleep(1.5)
+    reaped = subprocess.run(
+        [*MLOPS, "runs", "reap", "--stale-after", "1s", "--experiment", name],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert reaped.returncode == 0, reaped.stderr
+    assert f"marked KILLED: {run_id}" in reaped.stdout
+    assert client.get_run(run_id).info.status == "KILLED"
+
+
+def test_reaper_spares_runs_with_a_live_heartbeat(sqlite_tracking_uri, fresh_experiment) -> None:
+    name, _ = fresh_experiment(sqlite_tracking_uri)
+    with Tracker(heartbeat_interval=0.5, system_metrics_interval=0).run(experiment=name) as run:
+        time.sleep(2.5)
+        reaped = subprocess.run(
+            [*MLOPS, "runs", "reap", "--stale-after", "2s", "--experiment", name],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+        )
+        assert reaped.returncode == 0, reaped.stderr
+        assert "0 stale run(s) marked KILLED" in reaped.stdout
+    assert MlflowClient(sqlite_tracking_uri).get_run(run.run_id).info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_server_killed_and_restarted_mid_run_loses_nothing(tmp_path) -> None:
+    server = LocalTrackingServer(ServerConfig(home=tmp_path / "server", port=free_port()))
+    server.start()
+    outage_over = threading.Event()
+
+    def outage() -> None:
+        server.kill()
+        time.sleep(1.0)
+        server.start()
+        outage_over.set()
+
+    try:
+        tracker = Tracker(server.url, send_interval=0.05, system_metrics_interval=0, heartbeat_interval=0.5)
+        durations = []
+        with tracker.run(experiment="outage") as run:
+            restarter = threading.Thread(target=outage)
+            for step in range(2000):
+                if step == 300:
+                    restarter.start()
+                started = time.perf_counter()
+                run.log_metrics({"loss": 1 / (step + 1), "accuracy": step / 2000, "lr": 0.01}, step=step)
+                durations.append(time.perf_counter() - started)
+                time.sleep(0.003)
+            restarter.join(timeout=180)
+            assert outage_over.is_set()
+            assert run.flush(timeout=120)
+        client = MlflowClient(server.url)
+        for key in ("loss", "accuracy", "lr"):
+            assert _steps(client, run.run_id, key) == list(range(2000)), key
+        assert client.get_run(run.run_id).info.status == "FINISHED"
+        durations.sort()
+        assert durations[len(durations) // 2] < 0.001  # the median call is microseconds
+        assert durations[-1] < 0.05, f"slowest log_metrics call took {durations[-1] * 1000:.1f} ms"
+    finally:
+        server.stop()
