@@ -10,6 +10,7 @@ the lowest float) and drops runs without the metric before they reach us.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -31,8 +32,9 @@ if TYPE_CHECKING:
 Mode = Literal["max", "min"]
 # Candidates fetched per request while looking for the first run that qualifies.
 BEST_PAGE_SIZE = 50
-# The lowest float MLflow stores (it writes -inf as this), so `>=` it keeps every value.
-LOWEST_FLOAT = -1.7976931348623157e308
+# The lowest float MLflow stores (it writes -inf as this), so `>=` it keeps every value. Spelled out
+# in digits because MLflow's filter parser rejects exponent notation.
+LOWEST_FLOAT = f"{-sys.float_info.max:.0f}"
 
 
 class NoQualifyingRunError(SearchError):
@@ -86,7 +88,7 @@ def ranked_query(
 ) -> tuple[str, list[str]]:
     """The filter and order of a best-first search (the fast shape, see the module docstring)."""
     key = metric_key(metric)
-    filter_ = combine_filters(status_clause(status), f"{key} >= {LOWEST_FLOAT!r}", filter_string)
+    filter_ = combine_filters(status_clause(status), f"{key} >= {LOWEST_FLOAT}", filter_string)
     direction = "DESC" if mode == "max" else "ASC"
     return filter_, [f"{key} {direction}", "attributes.start_time ASC"]
 
@@ -179,7 +181,7 @@ def no_run_message(
             f"({skipped_without_model} run(s) with the metric have no READY logged model)"
         )
     any_status = client.search_runs(
-        experiment_ids, filter_string=f"{metric_key(metric)} >= {LOWEST_FLOAT!r}", max_results=1
+        experiment_ids, filter_string=f"{metric_key(metric)} >= {LOWEST_FLOAT}", max_results=1
     )
     if not any_status:
         return f"no run in experiment {experiment!r} has metric {metric!r}"

@@ -178,7 +178,7 @@ def best_baseline(
     """The best FINISHED run tagged mlops.role=baseline that has the metric, if any."""
     key = metric_key(metric)
     filter_ = (
-        f"attributes.status = 'FINISHED' AND {key} >= {LOWEST_FLOAT!r} "
+        f"attributes.status = 'FINISHED' AND {key} >= {LOWEST_FLOAT} "
         f"AND tags.`{BASELINE_TAG}` = '{BASELINE_VALUE}'"
     )
     order = [f"{key} {'DESC' if mode == 'max' else 'ASC'}"]
@@ -269,14 +269,27 @@ def versions_of(client: MlflowClient, model_name: str, best: BestRun) -> list[Mo
     return sorted(matching, key=lambda v: int(v.version))
 
 
-def ensure_version(client: MlflowClient, model_name: str, best: BestRun) -> str:
-    """The version of the best run's model: the existing one, or a newly registered one.
+def promotion_tags(best: BestRun, reason: str) -> dict[str, str]:
+    return {
+        TAG_METRIC: best.metric,
+        TAG_VALUE: repr(best.value),
+        TAG_MODE: best.mode,
+        TAG_RUN_ID: best.run_id,
+        TAG_PROMOTED_AT: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        TAG_REASON: reason[:5000],
+    }
+
+
+def ensure_version(client: MlflowClient, model_name: str, best: BestRun, tags: dict[str, str]) -> str:
+    """The version of the best run's model: the existing one (tags updated), or a new one with tags.
 
     When racing promoters both register, each keeps the lowest version number, and a promoter whose
     own new version lost deletes it (no alias can point at it yet), so the registry is left tidy.
     """
     existing = versions_of(client, model_name, best)
     if existing:
+        for key, value in tags.items():
+            client.set_model_version_tag(model_name, existing[0].version, key, value)
         return existing[0].version
     try:
         client.create_registered_model(model_name, description="Managed by mlops promote.")
@@ -284,11 +297,13 @@ def ensure_version(client: MlflowClient, model_name: str, best: BestRun) -> str:
         if getattr(error, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
             raise
     created = client.create_model_version(
-        model_name, source=best.model_uri, run_id=best.run_id, model_id=best.model_id
+        model_name, source=best.model_uri, run_id=best.run_id, tags=tags, model_id=best.model_id
     )
     lowest = versions_of(client, model_name, best)[0].version
     if lowest != created.version:
         client.delete_model_version(model_name, created.version)
+        for key, value in tags.items():
+            client.set_model_version_tag(model_name, lowest, key, value)
     return lowest
 
 
@@ -298,19 +313,8 @@ def write_promotion(
     alias: str,
     version: str,
     champion: Champion | None,
-    best: BestRun,
-    reason: str,
 ) -> None:
-    tags = {
-        TAG_METRIC: best.metric,
-        TAG_VALUE: repr(best.value),
-        TAG_MODE: best.mode,
-        TAG_RUN_ID: best.run_id,
-        TAG_PROMOTED_AT: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        TAG_REASON: reason[:5000],
-    }
-    for key, value in tags.items():
-        client.set_model_version_tag(model_name, version, key, value)
+    """Point `alias` at `version`; the replaced champion keeps `previous`."""
     if champion is not None and champion.version != version:
         client.set_registered_model_alias(model_name, PREVIOUS_ALIAS, champion.version)
     client.set_registered_model_alias(model_name, alias, version)
@@ -408,8 +412,8 @@ def promote_best(
             if not verdict.promote:
                 # Stable: nothing beats the champion (usually the version this call just set).
                 return last or decision(best, champion, baseline, verdict, None, False)
-            version = ensure_version(client, model_name, best)
-            write_promotion(client, model_name, alias, version, champion, best, verdict.reason)
+            version = ensure_version(client, model_name, best, promotion_tags(best, verdict.reason))
+            write_promotion(client, model_name, alias, version, champion)
             log.info("promoted %s@%s -> version %s: %s", model_name, alias, version, verdict.reason)
             last = decision(best, champion, baseline, verdict, version, True)
     log.warning(
