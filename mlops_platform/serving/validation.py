@@ -125,12 +125,14 @@ class Validator:
         if request.format in (DF_SPLIT, CSV):
             if request.format == CSV:
                 columns, rows = data
+                self._check_order(columns)
                 return self._reorder(columns, self._csv_rows(rows, len(columns)))
             if data.get("columns") is None:
                 raise invalid_input(
                     f"'{DF_SPLIT}' has no 'columns': the model expects {self.spec.describe()}"
                 )
             columns = data["columns"]
+            self._check_order(columns)
             return self._reorder(columns, self._rows(data["data"], len(columns), request.may_hold_bools))
         if isinstance(data, dict):  # inputs / instances as {column: [values]}
             self._check_names(list(data))
@@ -175,10 +177,14 @@ class Validator:
         if problems:
             raise invalid_input(f"{where}: {'; '.join(problems)}; the model expects {self.spec.describe()}")
 
+    def _check_order(self, columns: list) -> None:
+        """Names first: a wrong column set is the clearer message, whatever the values hold."""
+        if tuple(columns) != self.spec.names:
+            self._check_names(list(columns))
+
     def _reorder(self, columns: list, array: np.ndarray) -> np.ndarray:
         if tuple(columns) == self.spec.names:
             return array
-        self._check_names(list(columns))
         order = [columns.index(name) for name in self.spec.names]
         return array[:, order]
 
@@ -226,6 +232,8 @@ class Validator:
             )
         else:
             array = self._nested(data, request.may_hold_bools)
+        if array.size == 0:
+            raise invalid_input("empty input: the request holds no rows")
         expected = shape
         if array.ndim != len(expected) or any(
             e not in (-1, a) for e, a in zip(expected, array.shape, strict=False)

@@ -28,21 +28,33 @@ def torch_model(sqlite_server: LocalTrackingServer) -> Registered:
     return Registered(name, sqlite_server.url, [version])
 
 
-@pytest.fixture(scope="module")
-def sklearn_server(sklearn_model: Registered, tmp_path_factory) -> Iterator[ServerProcess]:
-    server = ServerProcess(
-        sklearn_model.champion_uri,
-        sklearn_model.tracking_uri,
-        tmp_path_factory.mktemp("serve") / "sklearn.log",
-    )
-    yield server.wait_ready()
-    server.stop()
+# Small enough that the 413 test need not send megabytes.
+MAX_BODY_BYTES = 100_000
 
 
-@pytest.fixture(scope="module")
-def torch_server(torch_model: Registered, tmp_path_factory) -> Iterator[ServerProcess]:
-    server = ServerProcess(
-        torch_model.champion_uri, torch_model.tracking_uri, tmp_path_factory.mktemp("serve") / "torch.log"
-    )
-    yield server.wait_ready()
-    server.stop()
+@pytest.fixture(scope="session")
+def _servers(sklearn_model: Registered, torch_model: Registered, tmp_path_factory) -> Iterator[dict]:
+    """Both servers start together (their imports overlap) and live for the whole session."""
+    logs = tmp_path_factory.mktemp("serve")
+    options = ("--max-body-bytes", str(MAX_BODY_BYTES))
+    servers = {
+        "sklearn": ServerProcess(
+            sklearn_model.champion_uri, sklearn_model.tracking_uri, logs / "sk.log", *options
+        ),
+        "torch": ServerProcess(
+            torch_model.champion_uri, torch_model.tracking_uri, logs / "torch.log", *options
+        ),
+    }
+    yield servers
+    for server in servers.values():
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def sklearn_server(_servers: dict) -> ServerProcess:
+    return _servers["sklearn"].wait_ready()
+
+
+@pytest.fixture(scope="session")
+def torch_server(_servers: dict) -> ServerProcess:
+    return _servers["torch"].wait_ready()

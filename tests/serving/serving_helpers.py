@@ -103,7 +103,11 @@ def _log(tracking_uri: str, name: str, flavor: str, model, **kwargs) -> str:
         replay_on_start=False,
     )
     with tracker.run(experiment="serving-tests", use_env_run=False) as run:
-        info = run.log_model(flavor, model, registered_model_name=name, **kwargs)
+        # Explicit requirements: inferring them re-imports the model in a subprocess, ~10 s per model.
+        requirements = ["mlflow", "scikit-learn" if flavor == "sklearn" else "torch"]
+        info = run.log_model(
+            flavor, model, registered_model_name=name, pip_requirements=requirements, **kwargs
+        )
     return str(info.registered_model_version)
 
 
