@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -78,6 +79,57 @@ class _Batch:
         return bool(self.metrics or self.params or self.tags)
 
 
+class BatchPoster:
+    """`log_batch` for a client, cheap on the client side.
+
+    Against a REST server (ours) the request body is built straight from the journal's plain values:
+    MLflow's own client turns each metric into an entity, a protobuf and JSON, about 14 ms of CPU per
+    1,000 metrics here against 2 ms, and that CPU is taken from the training process. Other stores go
+    through `client.log_batch`.
+    """
+
+    def __init__(self, client):
+        from mlflow.protos.service_pb2 import LogBatch
+        from mlflow.store.tracking.rest_store import RestStore
+
+        self.client = client
+        store = client._tracking_client.store
+        self._rest = store if isinstance(store, RestStore) else None
+        if self._rest is not None:
+            self._endpoint, self._method = RestStore._METHOD_TO_INFO[LogBatch]
+
+    def log_batch(self, run_id: str, metrics: list[dict], params: list[dict], tags: list[dict]) -> None:
+        if self._rest is None:
+            from mlflow.entities import Metric, Param, RunTag
+
+            self.client.log_batch(
+                run_id,
+                metrics=[Metric(m["key"], m["value"], m["timestamp"], m["step"]) for m in metrics],
+                params=[Param(p["key"], p["value"]) for p in params],
+                tags=[RunTag(t["key"], t["value"]) for t in tags],
+            )
+            return
+        from mlflow.utils.rest_utils import http_request, verify_rest_response
+
+        body = {
+            "run_id": run_id,
+            "metrics": [_json_metric(m) for m in metrics],
+            "params": params,
+            "tags": tags,
+        }
+        response = http_request(self._rest.get_host_creds(), self._endpoint, self._method, json=body)
+        verify_rest_response(response, self._endpoint)
+
+
+def _json_metric(metric: dict) -> dict:
+    value = metric["value"]
+    if math.isfinite(value):
+        return metric
+    # Protobuf's JSON form of non-finite doubles (plain JSON has no NaN).
+    text = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return {**metric, "value": text}
+
+
 class Delivery:
     """Sends what a journal holds past its acknowledged offset."""
 
@@ -90,6 +142,7 @@ class Delivery:
     ):
         self.journal = journal
         self.client = client
+        self.poster = BatchPoster(client)
         self.run_id = run_id
         self.counts = DeliveryCounts()
         self._on_ack = on_ack
@@ -117,8 +170,6 @@ class Delivery:
 
     # --- internals ---------------------------------------------------------------------------------
     def _deliver(self, records: list[Record]) -> None:
-        from mlflow.entities import Metric, Param, RunTag
-
         batch = _Batch()
         for record in records:
             data = record.data
@@ -135,18 +186,18 @@ class Delivery:
                 batch = _Batch(end=batch.end)
             if metrics:
                 timestamp, step = data["t"], data["s"]
-                batch.metrics.extend(Metric(k, v, timestamp, step) for k, v in metrics.items())
-            batch.params.extend(Param(k, v) for k, v in params.items())
-            batch.tags.extend(RunTag(k, v) for k, v in tags.items())
+                batch.metrics.extend(
+                    {"key": k, "value": v, "timestamp": timestamp, "step": step} for k, v in metrics.items()
+                )
+            batch.params.extend({"key": k, "value": v} for k, v in params.items())
+            batch.tags.extend({"key": k, "value": v} for k, v in tags.items())
             batch.end = record.end
         self._send(batch)
 
     def _send(self, batch: _Batch) -> None:
         if batch:
             try:
-                self.client.log_batch(
-                    self.run_id, metrics=batch.metrics, params=batch.params, tags=batch.tags
-                )
+                self.poster.log_batch(self.run_id, batch.metrics, batch.params, batch.tags)
             except Exception as error:
                 if not is_permanent(error):
                     raise TransientDeliveryError(str(error)) from error
@@ -164,7 +215,9 @@ class Delivery:
         for kind, parts in groups:
             for part in parts:
                 try:
-                    self.client.log_batch(self.run_id, **{kind: part})
+                    self.poster.log_batch(
+                        self.run_id, **{"metrics": [], "params": [], "tags": [], kind: part}
+                    )
                 except Exception as error:
                     if not is_permanent(error):
                         raise TransientDeliveryError(str(error)) from error
@@ -174,24 +227,22 @@ class Delivery:
                     else:
                         self._reject(kind, part, error)
 
-    def _send_single_metric(self, metric) -> None:
+    def _send_single_metric(self, metric: dict) -> None:
         try:
-            self.client.log_batch(self.run_id, metrics=[metric])
+            self.poster.log_batch(self.run_id, [metric], [], [])
         except Exception as error:
             if not is_permanent(error):
                 raise TransientDeliveryError(str(error)) from error
             self._reject("metrics", [metric], error)
 
-    def _reject(self, kind: str, entities: list, error: BaseException) -> None:
-        entries = [
-            {"kind": kind, "key": e.key, "value": e.value, "error": str(error)[:500]} for e in entities
-        ]
+    def _reject(self, kind: str, entities: list[dict], error: BaseException) -> None:
+        entries = [{"kind": kind, **entity, "error": str(error)[:500]} for entity in entities]
         with open(self.journal.directory / REJECTED_FILE, "a") as file:
             file.writelines(json.dumps(entry) + "\n" for entry in entries)
         self.counts.rejected += len(entries)
         self.counts.errors.append(str(error)[:500])
         warnings.warn(
-            f"the tracking server refused {kind} {[e.key for e in entities]} of run {self.run_id}: "
+            f"the tracking server refused {kind} {[e['key'] for e in entities]} of run {self.run_id}: "
             f"{str(error)[:300]} (kept in {self.journal.directory / REJECTED_FILE})",
             DeliveryRejected,
             stacklevel=2,

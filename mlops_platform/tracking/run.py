@@ -178,8 +178,7 @@ class TrackedRun:
             f"were not delivered ({self._sender.last_error or 'timed out'}); they are kept in "
             f"{self._journal.directory}: run `mlops sync` when the server is back"
         )
-        _log.warning(message)
-        print(message, file=sys.stderr)
+        print(message, file=sys.stderr)  # not only a log record: it must be seen whatever logging says
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
