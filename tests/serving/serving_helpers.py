@@ -42,14 +42,18 @@ def digits_frame():
     return digits.data, digits.target
 
 
-def log_sklearn(tracking_uri: str, name: str, c: float = 1.0) -> str:
-    """Log + register a StandardScaler/LogisticRegression Pipeline on digits; returns the version."""
+def log_sklearn(tracking_uri: str, name: str, c: float = 1.0, label_shift: int = 0) -> str:
+    """Log + register a StandardScaler/LogisticRegression Pipeline on digits; returns the version.
+
+    `label_shift` trains on (label + shift) % 10, so two versions are told apart by their answers.
+    """
     from mlflow.models import infer_signature
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     x, y = digits_frame()
+    y = (y + label_shift) % 10
     pipeline = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=300)).fit(x, y)
     signature = infer_signature(x, pipeline.predict(x))
     return _log(tracking_uri, name, "sklearn", pipeline, signature=signature, input_example=x.iloc[:3])
