@@ -38,7 +38,10 @@ class TrainSklearnConfig(JobConfig):
     )
     seed: int = Field(0, description="Seed of the split, the CV folds and the estimators.")
     val_fraction: float = Field(
-        0.0, ge=0.0, lt=1.0, description="Validation share (unused by this job: it cross-validates on train)."
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Validation share, scored as val_* metrics; 0 keeps those rows in train (CV validates).",
     )
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Share of rows held out for test metrics.")
     cv_folds: int = Field(5, ge=2, le=20, description="Folds of the cross-validation on the training split.")

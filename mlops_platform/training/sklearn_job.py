@@ -403,7 +403,7 @@ def run(
         result = JobResult(
             main_run.run_id, main_run.experiment_id, trained.metrics, baseline_run_id, model_uri
         )
-    _print_summary(result, prepared)
+    _print_summary(result, prepared, getattr(tracker, "tracking_uri", None))
     return result
 
 
@@ -428,7 +428,7 @@ def _train_baseline_run(tracker: Any, prepared: PreparedData, experiment_id: str
         return baseline_run.run_id
 
 
-def _print_summary(result: JobResult, prepared: PreparedData) -> None:
+def _print_summary(result: JobResult, prepared: PreparedData, tracking_uri: str | None) -> None:
     primary = (
         ("test_accuracy", "test_f1_macro") if prepared.task == "classification" else ("test_r2", "test_rmse")
     )
@@ -438,4 +438,8 @@ def _print_summary(result: JobResult, prepared: PreparedData) -> None:
         lines.append(f"baseline run: {result.baseline_run_id}")
     if result.model_uri:
         lines.append(f"model: {result.model_uri}")
+    if tracking_uri and tracking_uri.startswith("http"):
+        from mlops_platform.settings import experiment_ui_url
+
+        lines.append(f"compare runs: {experiment_ui_url(tracking_uri, result.experiment_id)}")
     print("\n".join(lines))

@@ -167,3 +167,16 @@ def test_estimator_params_are_scalars_with_nested_estimators_by_class():
     assert params["estimator.model"] == "VotingClassifier"
     assert params["estimator.model__voting"] == "soft"
     assert all(isinstance(value, bool | int | float | str) for value in params.values())
+
+
+def test_validation_split_is_scored_when_asked():
+    tracker = RecordingTracker()
+    sklearn_job.run(
+        _config(dataset="wine", model="logreg", val_fraction=0.2, baseline=False),
+        tracker=tracker,
+        find_baseline=_no_baseline,
+    )
+    (main_run,) = tracker.runs
+    assert [d["context"] for d in main_run.datasets] == ["train", "validation", "test"]
+    assert {"val_accuracy", "val_f1_macro", "val_roc_auc", "val_log_loss"} <= set(main_run.metrics)
+    assert int(main_run.params["data.n_validation"]) == len(main_run.datasets[1]["frame"]) > 0
