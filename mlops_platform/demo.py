@@ -9,30 +9,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
+from mlops_platform.demo_config import DemoConfig
 from mlops_platform.errors import UserError
 from mlops_platform.server import LocalTrackingServer, ServerConfig, free_port, port_in_use
 from mlops_platform.settings import experiment_ui_url, mlops_home
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    experiment: str = "mlops-demo"
-    model_name: str = "digits-classifier"
-    metric: str = "val_f1_macro"
-    tracking_port: int = 5000
-    serve_port: int = 8080
-    epochs: int = 30
 
 
 def _step(title: str) -> None:
@@ -98,12 +89,23 @@ def _serve_and_predict(model_uri: str, port: int, env: dict[str, str]) -> tuple[
             process.kill()
 
 
+def _describe(prediction: object) -> str:
+    """The served model answers class probabilities: name the winning class and its probability."""
+    row = prediction[0] if isinstance(prediction, list) and prediction else prediction
+    if isinstance(row, list) and row and all(isinstance(p, int | float) for p in row):
+        best = max(range(len(row)), key=row.__getitem__)
+        return f"class {best} (p={row[best]:.3f}); response: {json.dumps(prediction)[:120]}"
+    return json.dumps(prediction)
+
+
 def run_demo(config: DemoConfig | None = None) -> None:
     config = config or DemoConfig()
     started = time.monotonic()
     _step("tracking server")
     url = _start_tracking_server(config)
     env = {**os.environ, "MLFLOW_TRACKING_URI": url, "MLFLOW_EXPERIMENT_NAME": config.experiment}
+    # MLproject commands say `python`: make it this interpreter, as an activated venv would.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
     env.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     mlflow = [sys.executable, "-m", "mlflow", "run", ".", "--env-manager", "local"]
@@ -133,5 +135,5 @@ def run_demo(config: DemoConfig | None = None) -> None:
     _step(f"done in {time.monotonic() - started:.0f} s")
     print(f"UI:          {experiment_ui_url(url, experiment.experiment_id)}")
     print(f"model URI:   {model_uri}")
-    print(f"prediction:  {prediction}  (true label: {label})")
+    print(f"prediction:  {_describe(prediction)}  (true label: {label})")
     print(f"The tracking server keeps running at {url}; stop it with: .venv/bin/mlops server stop")
