@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "server": "mlops_platform.cli.server:server",
     "runs": "mlops_platform.cli.runs:runs",
     "sync": "mlops_platform.cli.tracking:sync",
+    "demo": "mlops_platform.cli.demo:demo",
     "registry": "mlops_platform.cli.registry:registry",
     "serve": "mlops_platform.cli.serving:serve",
     "predict": "mlops_platform.cli.serving:predict",
