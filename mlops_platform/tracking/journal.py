@@ -72,6 +72,7 @@ class Journal:
         self._lock_fd: int | None = None
         self._write_lock = threading.Lock()
         self._written = 0
+        self._encoded_keys: dict[str, str] = {}
 
     # --- creation and ownership --------------------------------------------------------------------
     @classmethod
@@ -138,11 +139,20 @@ class Journal:
             self._written += len(data)
 
     def append_metrics(self, metrics: Mapping[str, float], step: int, timestamp_ms: int) -> None:
-        if len(metrics) <= MAX_ENTRIES_PER_LINE:
-            self._append(f'{{"t":{timestamp_ms},"s":{step},"m":{json.dumps(metrics)}}}\n')
+        """Append float metrics. This is the hot path of training: encoded by hand, ~4x json.dumps."""
+        if len(metrics) > MAX_ENTRIES_PER_LINE:
+            for chunk in _chunks(metrics):
+                self.append_metrics(chunk, step, timestamp_ms)
             return
-        for chunk in _chunks(metrics):
-            self._append(f'{{"t":{timestamp_ms},"s":{step},"m":{json.dumps(chunk)}}}\n')
+        keys = self._encoded_keys
+        parts = []
+        for key, value in metrics.items():
+            encoded = keys.get(key)
+            if encoded is None:
+                encoded = keys[key] = json.dumps(key)
+            # repr of a finite float is valid JSON; NaN and infinities take json's spelling.
+            parts.append(f"{encoded}:{value!r}" if value - value == 0.0 else f"{encoded}:{json.dumps(value)}")
+        self._append(f'{{"t":{timestamp_ms},"s":{step},"m":{{{",".join(parts)}}}}}\n')
 
     def append_params(self, params: Mapping[str, str]) -> None:
         for chunk in _chunks(params):
