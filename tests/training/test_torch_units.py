@@ -16,10 +16,16 @@ from torch import nn
 from mlops_platform.config import ConfigError
 from mlops_platform.config.train_torch import TorchTrainConfig
 from mlops_platform.errors import UserError
+from mlops_platform.evaluation import classification_metrics
 from mlops_platform.training.device import resolve_device, resolve_precision
 from mlops_platform.training.losses import FocalLoss, build_loss
 from mlops_platform.training.models import CNN, MLP, ExportedClassifier, Standardizer, build_model
-from mlops_platform.training.torch_loop import build_optimizer, build_scheduler, step_scheduler
+from mlops_platform.training.torch_loop import (
+    accuracy_and_f1_macro,
+    build_optimizer,
+    build_scheduler,
+    step_scheduler,
+)
 
 # ------------------------------------------------------------------------------------------- losses
 
@@ -217,3 +223,15 @@ def test_config_defaults_are_the_documented_digits_cnn_setup():
     assert config.hidden_layer_sizes == (128, 64)
     # MLproject passes "" for unset optional values.
     assert TorchTrainConfig.parse({"grad_clip_norm": "", "resume_from": ""}).grad_clip_norm is None
+
+
+def test_loop_metrics_equal_the_shared_evaluation_metrics():
+    rng = np.random.default_rng(0)
+    for n_classes in (2, 5):
+        targets = rng.integers(0, n_classes, 300)
+        predictions = np.where(rng.random(300) < 0.7, targets, rng.integers(0, n_classes, 300))
+        predictions[predictions == n_classes - 1] = 0  # a class never predicted: its F1 is 0
+        accuracy, f1 = accuracy_and_f1_macro(targets, predictions, n_classes)
+        shared = classification_metrics(targets, predictions, labels=list(range(n_classes)))
+        assert accuracy == pytest.approx(shared["accuracy"], abs=1e-12)
+        assert f1 == pytest.approx(shared["f1_macro"], abs=1e-12)
