@@ -1,0 +1,378 @@
+"""Serving benchmark: `mlops serve` against `mlflow models serve`, same machine, model, load and run.
+
+    .venv/bin/python benchmarks/serving.py [--duration 6] [--connections 8] [--kinds sklearn,torch]
+
+It starts its own tracking server (LocalTrackingServer in a temporary MLOPS_HOME), registers two models
+the way our trainers log them (a StandardScaler + LogisticRegression Pipeline on digits, sklearn
+flavor; a torch MLP with standardization inside and softmax out, pytorch flavor) with alias
+`champion`, then for each model serves `models:/NAME@champion` with each server in turn (one at a time,
+one uvicorn worker each) and drives it with the same closed-loop load: `--connections` keep-alive
+HTTP/1.1 connections on loopback, each sending its next request as soon as the previous answer is in,
+for `--duration` seconds after a short warm-up. Requests are `dataframe_split` JSON with 1 or 100 rows.
+Every answer is checked (status 200, and the same predictions from both servers).
+
+The load generator is a separate process (asyncio, raw sockets, 127.0.0.1 only): it bounds itself by
+time and by `--max-requests`, and shares the machine's cores with the server under test, equally for
+both servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mlops_platform.server import LocalTrackingServer, ServerConfig, free_port
+
+LOOPBACK = "127.0.0.1"
+START_TIMEOUT_S = 180
+
+
+# Models, logged as the trainers log them.
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits(as_frame=True)
+    return digits.data, digits.target
+
+
+def _register(tracking_uri: str, name: str, flavor: str, model, **kwargs) -> None:
+    from mlflow import MlflowClient
+
+    from mlops_platform.tracking import Tracker
+
+    tracker = Tracker(
+        tracking_uri, home=Path(tempfile.mkdtemp()), system_metrics_interval=0, replay_on_start=False
+    )
+    with tracker.run(experiment="serving-benchmark", use_env_run=False) as run:
+        info = run.log_model(flavor, model, registered_model_name=name, **kwargs)
+    MlflowClient(tracking_uri).set_registered_model_alias(name, "champion", info.registered_model_version)
+
+
+def register_sklearn(tracking_uri: str, name: str) -> None:
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = _digits()
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300)).fit(x, y)
+    _register(
+        tracking_uri,
+        name,
+        "sklearn",
+        pipeline,
+        signature=infer_signature(x, pipeline.predict(x)),
+        input_example=x.iloc[:3],
+    )
+
+
+def register_torch(tracking_uri: str, name: str) -> None:
+    import numpy as np
+    import torch
+
+    x, y = _digits()
+    features, labels = torch.tensor(x.to_numpy(np.float32)), torch.tensor(y.to_numpy())
+
+    class Standardize(torch.nn.Module):
+        def __init__(self, mean, std):
+            super().__init__()
+            self.register_buffer("mean", mean)
+            self.register_buffer("std", std)
+
+        def forward(self, inputs):
+            return (inputs - self.mean) / self.std
+
+    torch.manual_seed(0)
+    head = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+    scale = Standardize(features.mean(0), features.std(0) + 1e-3)
+    optimizer = torch.optim.Adam(head.parameters(), lr=0.01)
+    for _ in range(100):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(head(scale(features)), labels).backward()
+        optimizer.step()
+    module = torch.nn.Sequential(scale, head, torch.nn.Softmax(dim=1)).eval()
+    _register(tracking_uri, name, "pytorch", module, input_example=x.to_numpy(np.float32)[:3])
+
+
+# Servers.
+
+
+def start_server(kind: str, model_uri: str, tracking_uri: str, port: int, log_path: Path) -> subprocess.Popen:
+    # `mlflow models serve` execs `uvicorn` by name: the venv's bin must be on PATH.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": path}
+    if kind == "ours":
+        command = [
+            sys.executable,
+            "-m",
+            "mlops_platform",
+            "serve",
+            "--model-uri",
+            model_uri,
+            "--port",
+            str(port),
+        ]
+    else:
+        mlflow = str(Path(sys.executable).with_name("mlflow"))
+        command = [
+            mlflow,
+            "models",
+            "serve",
+            "-m",
+            model_uri,
+            "--env-manager",
+            "local",
+            "-p",
+            str(port),
+            "-h",
+            LOOPBACK,
+            "-w",
+            "1",
+        ]
+    log = open(log_path, "wb")  # noqa: SIM115 - the child holds it for its life
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    import requests
+
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{kind} server exited:\n{log_path.read_text()[-3000:]}")
+        try:
+            if requests.get(f"http://{LOOPBACK}:{port}/ping", timeout=1).status_code == 200:
+                return process
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"{kind} server did not start:\n{log_path.read_text()[-3000:]}")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    import signal
+
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+# The load generator (runs in its own process: `serving.py --load ...`).
+
+
+async def _connection(
+    port: int,
+    request: bytes,
+    stop_at: float,
+    warm_until: float,
+    latencies: list,
+    counters: dict,
+    max_requests: int,
+) -> None:
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    try:
+        while time.monotonic() < stop_at and counters["sent"] < max_requests:
+            counters["sent"] += 1
+            start = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            body = await reader.readexactly(length)
+            elapsed = time.perf_counter() - start
+            if status != 200:
+                counters["errors"] += 1
+                counters["last_error"] = body[:200].decode(errors="replace")
+            elif time.monotonic() >= warm_until:
+                latencies.append(elapsed)
+    finally:
+        writer.close()
+
+
+async def _drive(
+    port: int, body: bytes, connections: int, duration: float, warmup: float, max_requests: int
+) -> dict:
+    request = (
+        f"POST /invocations HTTP/1.1\r\nHost: {LOOPBACK}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    now = time.monotonic()
+    latencies: list[float] = []
+    counters = {"sent": 0, "errors": 0, "last_error": ""}
+    await asyncio.gather(
+        *(
+            _connection(
+                port, request, now + warmup + duration, now + warmup, latencies, counters, max_requests
+            )
+            for _ in range(connections)
+        )
+    )
+    latencies.sort()
+    measured = min(duration, time.monotonic() - now - warmup)
+    return {
+        "requests": len(latencies),
+        "rps": len(latencies) / measured if measured > 0 else 0.0,
+        "p50_ms": 1e3 * latencies[len(latencies) // 2] if latencies else float("nan"),
+        "p99_ms": 1e3 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        if latencies
+        else float("nan"),
+        "errors": counters["errors"],
+        "last_error": counters["last_error"],
+    }
+
+
+def run_load(port: int, body: bytes, args: argparse.Namespace) -> dict:
+    """Drive the server from a separate process, so the client's own work is not in ours."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
+        handle.write(body)
+    command = [
+        sys.executable,
+        __file__,
+        "--load",
+        str(port),
+        handle.name,
+        "--connections",
+        str(args.connections),
+        "--duration",
+        str(args.duration),
+        "--warmup",
+        str(args.warmup),
+        "--max-requests",
+        str(args.max_requests),
+    ]
+    try:
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    finally:
+        os.unlink(handle.name)
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=float, default=6.0, help="measured seconds per cell")
+    parser.add_argument("--warmup", type=float, default=1.5, help="unmeasured seconds before each cell")
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--max-requests", type=int, default=200_000, help="upper bound per cell")
+    parser.add_argument("--kinds", default="sklearn,torch")
+    parser.add_argument("--rows", default="1,100")
+    parser.add_argument("--load", nargs=2, metavar=("PORT", "BODY_FILE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.load:
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:
+            pass
+        body = Path(args.load[1]).read_bytes()
+        print(
+            json.dumps(
+                asyncio.run(
+                    _drive(
+                        int(args.load[0]),
+                        body,
+                        args.connections,
+                        args.duration,
+                        args.warmup,
+                        args.max_requests,
+                    )
+                )
+            )
+        )
+        return
+
+    import requests
+
+    home = Path(tempfile.mkdtemp(prefix="serving-bench-"))
+    tracking = LocalTrackingServer(ServerConfig(home=home, port=free_port()))
+    tracking_uri = tracking.start()
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    x, _ = _digits()
+    results = []
+    try:
+        for kind in args.kinds.split(","):
+            name = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
+            (register_sklearn if kind == "sklearn" else register_torch)(tracking_uri, name)
+            model_uri = f"models:/{name}@champion"
+            bodies = {
+                rows: json.dumps({"dataframe_split": x.iloc[:rows].to_dict(orient="split")}).encode()
+                for rows in map(int, args.rows.split(","))
+            }
+            answers = {}
+            for server in ("mlflow", "ours"):
+                port = free_port()
+                process = start_server(server, model_uri, tracking_uri, port, home / f"{server}-{kind}.log")
+                try:
+                    for rows, body in bodies.items():
+                        answer = requests.post(
+                            f"http://{LOOPBACK}:{port}/invocations",
+                            data=body,
+                            headers={"Content-Type": "application/json"},
+                            timeout=60,
+                        )
+                        answers[server, rows] = answer.json()["predictions"]
+                        cell = run_load(port, body, args)
+                        results.append({"model": kind, "rows": rows, "server": server, **cell})
+                        print(
+                            f"  {kind:8s} {rows:4d} rows  {server:7s} {cell['rps']:9.1f} req/s  "
+                            f"p50 {cell['p50_ms']:7.2f} ms  p99 {cell['p99_ms']:7.2f} ms  "
+                            f"errors {cell['errors']}",
+                            flush=True,
+                        )
+                finally:
+                    stop_server(process)
+            import numpy as np
+
+            for rows in bodies:
+                ours, theirs = (
+                    np.asarray(answers["ours", rows], float),
+                    np.asarray(answers["mlflow", rows], float),
+                )
+                assert np.allclose(ours, theirs, rtol=1e-5, atol=1e-7), f"{kind} {rows} rows: answers differ"
+    finally:
+        tracking.stop()
+    print_table(results, args)
+
+
+def print_table(results: list[dict], args: argparse.Namespace) -> None:
+    print(
+        f"\nServing benchmark: {args.connections} connections, {args.duration:g} s per cell, 1 worker each, "
+        f"{os.cpu_count()} CPUs (shared with the load generator)"
+    )
+    header = (
+        "| model   | rows | mlflow req/s | ours req/s | ratio | mlflow p50 / p99 ms | "
+        "ours p50 / p99 ms | errors |"
+    )
+    print(header)
+    print("|" + "|".join("-" * (len(part)) for part in header.split("|")[1:-1]) + "|")
+    by_key = {(r["model"], r["rows"], r["server"]): r for r in results}
+    for model, rows in dict.fromkeys((r["model"], r["rows"]) for r in results):
+        theirs, ours = by_key[model, rows, "mlflow"], by_key[model, rows, "ours"]
+        ratio = ours["rps"] / theirs["rps"] if theirs["rps"] else float("inf")
+        print(
+            f"| {model:7s} | {rows:4d} | {theirs['rps']:12.1f} | {ours['rps']:10.1f} | {ratio:5.1f}x | "
+            f"{theirs['p50_ms']:8.2f} / {theirs['p99_ms']:8.2f} | "
+            f"{ours['p50_ms']:7.2f} / {ours['p99_ms']:7.2f} | "
+            f"{theirs['errors'] + ours['errors']:6d} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
