@@ -153,15 +153,40 @@ def find_best_run(
     resolved_mode = resolve_mode(metric, mode)
     client = client or client_for(tracking_uri)
     experiment_ids = resolve_experiment_ids(client, experiment)
-    skipped_without_model = 0
-    for record in iter_ranked(client, experiment_ids, metric, resolved_mode, filter_string, page_size):
+    return best_in(client, experiment_ids, metric, resolved_mode, filter_string, page_size, label=experiment)
+
+
+def best_in(
+    client: MlflowClient,
+    experiment_ids: list[str],
+    metric: str,
+    mode: Mode,
+    filter_string: str = "",
+    page_size: int = BEST_PAGE_SIZE,
+    exclude_model_ids: frozenset[str] = frozenset(),
+    label: str | Sequence[str] | None = None,
+) -> BestRun:
+    """find_best_run on resolved experiment ids; runs whose model is in `exclude_model_ids` are skipped
+    (promote_best passes the models that were rolled back). `label` names the experiment in errors."""
+    skipped_without_model = skipped_excluded = 0
+    for record in iter_ranked(client, experiment_ids, metric, mode, filter_string, page_size):
         model_id = ready_model_id(client, record)
         if model_id is None:
             skipped_without_model += 1
             continue
-        return BestRun(record, metric, resolved_mode, record.metric(metric), model_id)
+        if model_id in exclude_model_ids:
+            skipped_excluded += 1
+            continue
+        return BestRun(record, metric, mode, record.metric(metric), model_id)
+    if skipped_excluded and not skipped_without_model:
+        raise NoQualifyingRunError(
+            f"every qualifying run in experiment {label or experiment_ids!r} by {metric!r} has a model "
+            f"version that was rolled back ({skipped_excluded} run(s))"
+        )
     raise NoQualifyingRunError(
-        no_run_message(client, experiment_ids, experiment, metric, filter_string, skipped_without_model)
+        no_run_message(
+            client, experiment_ids, label or experiment_ids, metric, filter_string, skipped_without_model
+        )
     )
 
 

@@ -24,7 +24,7 @@ from mlops_platform.registry.best import (
     LOWEST_FLOAT,
     BestRun,
     Mode,
-    find_best_run,
+    best_in,
     metric_key,
     resolve_mode,
 )
@@ -54,6 +54,9 @@ TAG_MODE = "mlops.mode"
 TAG_RUN_ID = "mlops.run_id"
 TAG_PROMOTED_AT = "mlops.promoted_at"
 TAG_REASON = "mlops.reason"
+# Set on a version that a rollback demoted: promote_best no longer picks its run's model, so a
+# rollback holds until a better run arrives (or someone removes the tag / rolls back again).
+TAG_ROLLED_BACK = "mlops.rolled_back_at"
 # Re-check rounds before giving up on a champion that keeps moving (runs arriving without pause).
 MAX_ROUNDS = 20
 
@@ -187,6 +190,17 @@ def best_baseline(
         if record.metric(metric) is not None:
             return record
     return None
+
+
+def rolled_back_models(client: MlflowClient, model_name: str) -> frozenset[str]:
+    """Logged model ids whose version of `model_name` carries the rolled-back tag."""
+    try:
+        versions = client.search_model_versions(f"name = '{model_name}'")
+    except Exception as error:
+        if is_not_found(error):
+            return frozenset()
+        raise
+    return frozenset(v.source.removeprefix("models:/") for v in versions if TAG_ROLLED_BACK in (v.tags or {}))
 
 
 def improvement(mode: Mode, candidate: float, reference: float) -> float:
@@ -372,8 +386,17 @@ def promote_best(
     experiment_ids = resolve_experiment_ids(client, experiment)
 
     def decide() -> tuple[BestRun, Champion | None, RunRecord | None, Verdict]:
-        best = find_best_run(experiment_ids, metric, resolved_mode, filter_string, client=client)
         champion = current_champion(client, model_name, alias, metric)
+        excluded = rolled_back_models(client, model_name) if champion is not None else frozenset()
+        best = best_in(
+            client,
+            experiment_ids,
+            metric,
+            resolved_mode,
+            filter_string,
+            exclude_model_ids=excluded,
+            label=experiment,
+        )
         baseline = best_baseline(client, experiment_ids, metric, resolved_mode)
         return (
             best,
@@ -430,8 +453,11 @@ def rollback(
     lock_uri: str | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
 ) -> RollbackResult:
-    """Move `alias` back to the version `previous` points at; `previous` then points at the demoted one,
-    so a second rollback undoes the first."""
+    """Move `alias` back to the version `previous` points at.
+
+    `previous` then points at the demoted version, so a second rollback undoes the first. The demoted
+    version is tagged mlops.rolled_back_at, and promote_best skips its run's model from then on.
+    """
     from mlops_platform.settings import resolve_tracking_uri
 
     check_model_name(model_name)
@@ -447,12 +473,14 @@ def rollback(
         if PREVIOUS_ALIAS not in aliases:
             raise RegistryError(f"model {model_name!r} has no @{PREVIOUS_ALIAS} version to roll back to")
         current, previous = aliases[alias], aliases[PREVIOUS_ALIAS]
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        client.set_model_version_tag(model_name, current, TAG_ROLLED_BACK, now)
+        if TAG_ROLLED_BACK in (client.get_model_version(model_name, previous).tags or {}):
+            client.delete_model_version_tag(model_name, previous, TAG_ROLLED_BACK)
         client.set_registered_model_alias(model_name, alias, previous)
         client.set_registered_model_alias(model_name, PREVIOUS_ALIAS, current)
         client.set_model_version_tag(
             model_name, previous, TAG_REASON, f"rollback of @{alias} from version {current}"
         )
-        client.set_model_version_tag(
-            model_name, previous, TAG_PROMOTED_AT, dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        )
+        client.set_model_version_tag(model_name, previous, TAG_PROMOTED_AT, now)
     return RollbackResult(model_name, alias, current, previous)

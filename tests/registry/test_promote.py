@@ -63,6 +63,16 @@ def test_promotion_story(tracking_uri, experiment_name, run_factory, mlflow_clie
     assert (restored.from_version, restored.to_version) == (better.version, first.version)
     assert aliases(mlflow_client, model_name) == {"champion": first.version, "previous": better.version}
     assert mlflow_client.get_model_version_by_alias(model_name, "champion").run_id == good[0.85]
+    assert "mlops.rolled_back_at" in mlflow_client.get_model_version(model_name, better.version).tags
+
+    # The rollback holds: the demoted model is not promoted again.
+    after = promote_best(experiment_name, "val_acc", model_name, "max")
+    assert not after.promoted and after.run_id == good[0.85] and "already @champion" in after.reason
+    # Rolling back again undoes the rollback and clears the mark.
+    rollback(model_name)
+    assert aliases(mlflow_client, model_name) == {"champion": better.version, "previous": first.version}
+    assert "mlops.rolled_back_at" not in mlflow_client.get_model_version(model_name, better.version).tags
+    assert not promote_best(experiment_name, "val_acc", model_name, "max").promoted
 
 
 def test_baseline_gate(tracking_uri, experiment_name, run_factory, mlflow_client, model_name) -> None:
