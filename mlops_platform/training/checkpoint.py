@@ -6,9 +6,13 @@ loads it: no pickled classes, and numpy's RNG state is stored as a tensor plus n
 
 from __future__ import annotations
 
+import io
 import os
+import queue
 import random
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +22,27 @@ import torch
 CHECKPOINT_FORMAT_VERSION = 1
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write `state` to `path` atomically: a temp file in the same folder, fsync, then rename.
+def serialize_checkpoint(state: dict[str, Any]) -> bytes:
+    """The bytes of a checkpoint: a snapshot, so training may go on changing the tensors afterwards."""
+    buffer = io.BytesIO()
+    torch.save({"format_version": CHECKPOINT_FORMAT_VERSION, **state}, buffer)
+    return buffer.getvalue()
+
+
+def save_checkpoint(state: dict[str, Any] | bytes, path: str | Path) -> Path:
+    """Write `state` (a dict, or `serialize_checkpoint`'s bytes) to `path` atomically: a temp file in
+    the same folder, fsync, then rename.
 
     A reader (or a resume after SIGKILL) sees the previous complete checkpoint or the new complete
     one, never a torn file. The folder is fsynced too so the rename itself survives a power loss.
     """
+    payload = state if isinstance(state, bytes) else serialize_checkpoint(state)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(descriptor, "wb") as handle:
-            torch.save({"format_version": CHECKPOINT_FORMAT_VERSION, **state}, handle)
+            handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp_name, path)
@@ -92,3 +105,46 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class BackgroundCheckpointWriter:
+    """Writes checkpoints (and runs `after_write`, e.g. an upload) on one background thread, in order.
+
+    Training only pays for the snapshot (`serialize_checkpoint`, milliseconds); the fsync and the
+    network happen beside it. If the process dies meanwhile, the previous checkpoint is still whole.
+    An error in the thread is raised by the next `submit` or by `wait`.
+    """
+
+    def __init__(self, after_write: Callable[[Path], None] | None = None) -> None:
+        self.after_write = after_write
+        self._queue: queue.Queue[tuple[bytes, Path]] = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="checkpoint-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, state: dict[str, Any], path: str | Path) -> None:
+        self._raise_error()
+        self._queue.put((serialize_checkpoint(state), Path(path)))
+
+    def wait(self) -> None:
+        """Block until every submitted checkpoint is written (and uploaded)."""
+        self._queue.join()
+        self._raise_error()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _work(self) -> None:
+        while True:
+            payload, path = self._queue.get()
+            try:
+                if self._error is None:
+                    written = save_checkpoint(payload, path)
+                    if self.after_write is not None:
+                        self.after_write(written)
+            except BaseException as error:  # handed to the training thread
+                self._error = error
+            finally:
+                self._queue.task_done()

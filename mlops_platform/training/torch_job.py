@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,7 +175,6 @@ def train_with_tracking(
             tags["mlops.resumed_from_epoch"] = str(resume_state["epoch"])
         run.set_tags(tags)
         sink = run if resume_state is None else SkipLogged(run, logged_steps(run))
-        uploader = CheckpointUploader(run)
         trainer = Trainer(
             model,
             config,
@@ -184,14 +182,12 @@ def train_with_tracking(
             sink,
             prepared.dataset.n_classes,
             checkpoint_path=checkpoint_path(run.run_id),
-            on_checkpoint=uploader.submit,
+            # Runs on the checkpoint writer's thread: training does not wait on the upload.
+            on_checkpoint=lambda written: run.log_artifact(str(written), CHECKPOINT_ARTIFACT_DIR),
         )
         if resume_state is not None:
             trainer.load_state_dict(resume_state)
-        try:
-            result = trainer.fit(prepared.train, prepared.validation)
-        finally:
-            uploader.wait()
+        result = trainer.fit(prepared.train, prepared.validation)
         test = trainer.evaluate(prepared.test)
         sink.log_metrics(
             {
@@ -205,50 +201,6 @@ def train_with_tracking(
         log_reports(run, trainer, prepared, result, test.predictions)
         log_exported_model(run, result.model, prepared, config.registered_model_name)
         return run.run_id
-
-
-class CheckpointUploader:
-    """Logs checkpoints to the run on a background thread, so training never waits on the network.
-
-    Only the newest checkpoint matters: one written while another uploads replaces the queued one.
-    Checkpoints are replaced by atomic rename, so an upload reads one complete file whichever it gets.
-    """
-
-    def __init__(self, run: Any) -> None:
-        self.run = run
-        self._condition = threading.Condition()
-        self._queued: Path | None = None
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-
-    def submit(self, path: Path) -> None:
-        with self._condition:
-            self._queued = path
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._work, name="checkpoint-upload", daemon=True)
-                self._thread.start()
-
-    def _work(self) -> None:
-        while True:
-            with self._condition:
-                path, self._queued = self._queued, None
-                if path is None or self._error is not None:
-                    self._thread = None
-                    self._condition.notify_all()
-                    return
-            try:
-                self.run.log_artifact(str(path), CHECKPOINT_ARTIFACT_DIR)
-            except Exception as error:  # re-raised in the training thread by wait()
-                with self._condition:
-                    self._error = error
-
-    def wait(self) -> None:
-        """Block until the newest checkpoint is on the run; raise an upload's error here."""
-        with self._condition:
-            while self._thread is not None:
-                self._condition.wait()
-            if self._error is not None:
-                raise self._error
 
 
 # -------------------------------------------------------------------------------------------- resume

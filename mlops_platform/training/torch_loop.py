@@ -16,6 +16,7 @@ What it guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
@@ -33,7 +34,11 @@ from torch import nn
 from mlops_platform.config.train_torch import TorchTrainConfig
 from mlops_platform.errors import UserError
 from mlops_platform.evaluation import metric_direction
-from mlops_platform.training.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
+from mlops_platform.training.checkpoint import (
+    BackgroundCheckpointWriter,
+    capture_rng_state,
+    restore_rng_state,
+)
 from mlops_platform.training.device import Precision
 from mlops_platform.training.losses import build_loss
 
@@ -184,8 +189,10 @@ class Trainer:
         precision: device and mixed-precision settings (training.device.resolve_precision).
         sink: receives every metric (the tracker run).
         n_classes: number of classes.
-        checkpoint_path: where checkpoints are written (atomically); None disables checkpoints.
-        on_checkpoint: called with the path after each checkpoint is written (e.g. to log it).
+        checkpoint_path: where checkpoints are written (atomically, on a background thread; `fit`
+            returns once the last one is written); None disables checkpoints.
+        on_checkpoint: called with the path after each checkpoint is written (e.g. to log it to the
+            run), on the writer's thread.
         progress: show a tqdm bar; by default only when stdout is a terminal.
     """
 
@@ -209,6 +216,7 @@ class Trainer:
         self.n_classes = n_classes
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
         self.on_checkpoint = on_checkpoint
+        self._writer: BackgroundCheckpointWriter | None = None
         self.progress = sys.stdout.isatty() if progress is None else progress
         self.loss_fn = build_loss(
             config.loss, label_smoothing=config.label_smoothing, focal_gamma=config.focal_gamma
@@ -269,9 +277,14 @@ class Trainer:
     def _checkpoint(self) -> None:
         if self.checkpoint_path is None:
             return
-        path = save_checkpoint(self.state_dict(), self.checkpoint_path)
-        if self.on_checkpoint is not None:
-            self.on_checkpoint(path)
+        if self._writer is None:
+            self._writer = BackgroundCheckpointWriter(self.on_checkpoint)
+        self._writer.submit(self.state_dict(), self.checkpoint_path)
+
+    def wait_for_checkpoints(self) -> None:
+        """Block until every checkpoint submitted so far is written and handed to `on_checkpoint`."""
+        if self._writer is not None:
+            self._writer.wait()
 
     # -------------------------------------------------------------------------------------- fitting
 
@@ -283,17 +296,14 @@ class Trainer:
         """Train from the current state (fresh, or restored by `load_state_dict`) to the end."""
         if len(validation) == 0:
             raise ValueError("the loop needs a non-empty validation split (val_fraction > 0)")
-        while not self.finished:
-            self.epoch += 1
-            epoch_metrics = self._train_epoch(train)
-            evaluation = self.evaluate(validation)
-            epoch_metrics.update(
-                val_loss=evaluation.loss, val_accuracy=evaluation.accuracy, val_f1_macro=evaluation.f1_macro
-            )
-            self._end_epoch(epoch_metrics)
-            due = self.config.checkpoint_every and self.epoch % self.config.checkpoint_every == 0
-            if due or self.finished:
-                self._checkpoint()
+        try:
+            self._fit_epochs(train, validation)
+        except BaseException:
+            # Let written checkpoints land, but never hide the training error behind a writer error.
+            with contextlib.suppress(Exception):
+                self.wait_for_checkpoints()
+            raise
+        self.wait_for_checkpoints()
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         return FitResult(
@@ -305,6 +315,19 @@ class Trainer:
             stopped_early=self.stopped_early,
             history=list(self.history),
         )
+
+    def _fit_epochs(self, train: TensorData, validation: TensorData) -> None:
+        while not self.finished:
+            self.epoch += 1
+            epoch_metrics = self._train_epoch(train)
+            evaluation = self.evaluate(validation)
+            epoch_metrics.update(
+                val_loss=evaluation.loss, val_accuracy=evaluation.accuracy, val_f1_macro=evaluation.f1_macro
+            )
+            self._end_epoch(epoch_metrics)
+            due = self.config.checkpoint_every and self.epoch % self.config.checkpoint_every == 0
+            if due or self.finished:
+                self._checkpoint()
 
     def _end_epoch(self, metrics: dict[str, float]) -> None:
         ordered = {name: float(metrics[name]) for name in EPOCH_METRICS}

@@ -70,3 +70,26 @@ def test_wrong_format_version_is_rejected(tmp_path):
     torch.save({"format_version": 999}, tmp_path / "old.pt")
     with pytest.raises(ValueError, match="format version 999"):
         load_checkpoint(tmp_path / "old.pt")
+
+
+def test_background_writer_writes_in_order_calls_back_and_reports_errors(tmp_path):
+    from mlops_platform.training.checkpoint import BackgroundCheckpointWriter
+
+    seen = []
+    writer = BackgroundCheckpointWriter(lambda path: seen.append(load_checkpoint(path)["epoch"]))
+    tensor = torch.zeros(3)
+    for epoch in (1, 2, 3):
+        tensor += 1
+        writer.submit({"epoch": epoch, "weights": tensor}, tmp_path / "last.pt")
+    tensor += 100  # the submitted snapshots must not see later in-place changes
+    writer.wait()
+    assert seen == [1, 2, 3]
+    assert torch.equal(load_checkpoint(tmp_path / "last.pt")["weights"], torch.full((3,), 3.0))
+
+    def fail(path):
+        raise OSError("upload refused")
+
+    failing = BackgroundCheckpointWriter(fail)
+    failing.submit({"epoch": 1}, tmp_path / "other.pt")
+    with pytest.raises(OSError, match="upload refused"):
+        failing.wait()
