@@ -17,6 +17,7 @@ entries, so batches of whole lines fit MLflow's per-request limits.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -178,7 +179,9 @@ class Journal:
             return 0
 
     def acknowledge(self, offset: int) -> None:
-        _atomic_write(self.directory / ACK_FILE, str(offset))
+        # FileNotFoundError: the journal was delivered and removed meanwhile (a late sender after a sync).
+        with contextlib.suppress(FileNotFoundError):
+            _atomic_write(self.directory / ACK_FILE, str(offset))
 
     def read(self, start: int, max_bytes: int = _READ_CHUNK) -> list[Record]:
         """Complete records from byte `start` on (a line still being written is left for later)."""

@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 
 from mlops_platform.server import LocalTrackingServer, ServerConfig, free_port
 from mlops_platform.tracking import Tracker
+from mlops_platform.tracking.replay import sync_journals
 
 REPO = Path(__file__).resolve().parents[2]
 MLOPS = [sys.executable, "-m", "mlops_platform"]
@@ -122,31 +123,38 @@ def test_reaper_spares_runs_with_a_live_heartbeat(sqlite_tracking_uri, fresh_exp
 
 
 @pytest.mark.slow
-def test_server_killed_and_restarted_mid_run_loses_nothing(tmp_path) -> None:
+def test_server_killed_and_restarted_mid_run_loses_nothing(tmp_path, capfd) -> None:
     server = LocalTrackingServer(ServerConfig(home=tmp_path / "server", port=free_port()))
     server.start()
-    outage_over = threading.Event()
+    restarted = threading.Event()
 
-    def outage() -> None:
-        server.kill()
-        time.sleep(1.0)
+    def restart() -> None:
         server.start()
-        outage_over.set()
+        restarted.set()
 
     try:
         tracker = Tracker(server.url, send_interval=0.05, system_metrics_interval=0, heartbeat_interval=0.5)
+        # A second run that ends while the server is down: its final flush gives up after a second.
+        closing = Tracker(server.url, close_timeout=1.0, system_metrics_interval=0, replay_on_start=False)
+        late_context = closing.run(experiment="outage", run_name="ends-during-outage")
         durations = []
         with tracker.run(experiment="outage") as run:
-            restarter = threading.Thread(target=outage)
+            late = late_context.__enter__()
+            late.log_metrics({"loss": 1.0}, step=0)
+            assert late.flush(timeout=30)
             for step in range(2000):
                 if step == 300:
-                    restarter.start()
+                    server.kill()
+                if 300 <= step < 400:
+                    late.log_metrics({"loss": 1.0 / (step - 298)}, step=step - 299)
+                if step == 400:
+                    late_context.__exit__(None, None, None)
+                    threading.Thread(target=restart).start()
                 started = time.perf_counter()
                 run.log_metrics({"loss": 1 / (step + 1), "accuracy": step / 2000, "lr": 0.01}, step=step)
                 durations.append(time.perf_counter() - started)
                 time.sleep(0.003)
-            restarter.join(timeout=180)
-            assert outage_over.is_set()
+            assert restarted.wait(timeout=180)
             assert run.flush(timeout=120)
         client = MlflowClient(server.url)
         for key in ("loss", "accuracy", "lr"):
@@ -155,5 +163,13 @@ def test_server_killed_and_restarted_mid_run_loses_nothing(tmp_path) -> None:
         durations.sort()
         assert durations[len(durations) // 2] < 0.001  # the median call is microseconds
         assert durations[-1] < 0.05, f"slowest log_metrics call took {durations[-1] * 1000:.1f} ms"
+
+        # The run that ended during the outage said so and kept its journal; `sync` delivers it.
+        assert f"run {late.run_id} ended FINISHED but" in capfd.readouterr().err
+        assert (tracker.home / "journal" / late.run_id / "records.jsonl").exists()
+        assert client.get_run(late.run_id).info.status == "RUNNING"
+        assert [r.state for r in sync_journals()] == ["delivered"]
+        assert _steps(client, late.run_id, "loss") == list(range(101))
+        assert client.get_run(late.run_id).info.status == "FINISHED"
     finally:
         server.stop()
