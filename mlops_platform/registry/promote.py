@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -165,14 +166,21 @@ def run_metric(client: MlflowClient, run_id: str | None, metric: str) -> float |
     return run.metric(metric)
 
 
-def current_champion(client: MlflowClient, model_name: str, alias: str, metric: str) -> Champion | None:
+def current_champion(
+    client: MlflowClient, model_name: str, alias: str, metric: str
+) -> tuple[dict[str, str] | None, Champion | None]:
+    """The model's aliases (None: no such model) and what `alias` points at."""
     aliases = get_aliases(client, model_name)
     if not aliases or alias not in aliases:
-        return None
+        return aliases, None
     version = client.get_model_version(model_name, aliases[alias])
-    return Champion(
-        version.version, version.run_id, version.source, run_metric(client, version.run_id, metric)
-    )
+    tags = version.tags or {}
+    if tags.get(TAG_METRIC) == metric and tags.get(TAG_RUN_ID) == version.run_id and TAG_VALUE in tags:
+        # Recorded at promotion from the same run: saves a round trip on every promotion.
+        value: float | None = float(tags[TAG_VALUE])
+    else:
+        value = run_metric(client, version.run_id, metric)
+    return aliases, Champion(version.version, version.run_id, version.source, value)
 
 
 def best_baseline(
@@ -222,13 +230,14 @@ def model_size_bytes(client: MlflowClient, model_id: str, path: str | None = Non
 class Verdict:
     promote: bool
     reason: str
+    baseline: RunRecord | None = None  # set when the baseline gate was reached
 
 
 def judge(
     client: MlflowClient,
     best: BestRun,
     champion: Champion | None,
-    baseline: RunRecord | None,
+    lookup_baseline: Callable[[], RunRecord | None],
     alias: str,
     min_delta: float,
     max_model_size_mb: float | None,
@@ -253,6 +262,7 @@ def judge(
         reasons.append(
             f"{metric}={value:g} beats @{alias} version {champion.version} ({champion.value:g}) by {gain:g}"
         )
+    baseline = lookup_baseline()
     if baseline is not None:
         baseline_value = baseline.metric(metric)
         if baseline.run_id == best.run_id or not improvement(mode, value, baseline_value) > 0:
@@ -260,6 +270,7 @@ def judge(
                 False,
                 f"{metric}={value:g} of run {best.run_id} does not beat the baseline run {baseline.run_id} "
                 f"({metric}={baseline_value:g})",
+                baseline,
             )
         reasons.append(f"beats the baseline ({baseline_value:g})")
     if max_model_size_mb is not None:
@@ -268,9 +279,10 @@ def judge(
             return Verdict(
                 False,
                 f"model {best.model_id} is {size_mb:.2f} MB, over max_model_size_mb={max_model_size_mb:g}",
+                baseline,
             )
         reasons.append(f"size {size_mb:.3f} MB")
-    return Verdict(True, "; ".join(reasons))
+    return Verdict(True, "; ".join(reasons), baseline)
 
 
 # ------------------------------------------------------------------------------------------ writing
@@ -294,22 +306,25 @@ def promotion_tags(best: BestRun, reason: str) -> dict[str, str]:
     }
 
 
-def ensure_version(client: MlflowClient, model_name: str, best: BestRun, tags: dict[str, str]) -> str:
+def ensure_version(
+    client: MlflowClient, model_name: str, best: BestRun, tags: dict[str, str], model_exists: bool = True
+) -> str:
     """The version of the best run's model: the existing one (tags updated), or a new one with tags.
 
     When racing promoters both register, each keeps the lowest version number, and a promoter whose
     own new version lost deletes it (no alias can point at it yet), so the registry is left tidy.
     """
-    existing = versions_of(client, model_name, best)
+    existing = versions_of(client, model_name, best) if model_exists else []
     if existing:
         for key, value in tags.items():
             client.set_model_version_tag(model_name, existing[0].version, key, value)
         return existing[0].version
-    try:
-        client.create_registered_model(model_name, description="Managed by mlops promote.")
-    except Exception as error:
-        if getattr(error, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
-            raise
+    if not model_exists:
+        try:
+            client.create_registered_model(model_name, description="Managed by mlops promote.")
+        except Exception as error:  # a racing promoter created it first: fine
+            if getattr(error, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
+                raise
     created = client.create_model_version(
         model_name, source=best.model_uri, run_id=best.run_id, tags=tags, model_id=best.model_id
     )
@@ -385,9 +400,11 @@ def promote_best(
     client = client_for(uri)
     experiment_ids = resolve_experiment_ids(client, experiment)
 
-    def decide() -> tuple[BestRun, Champion | None, RunRecord | None, Verdict]:
-        champion = current_champion(client, model_name, alias, metric)
-        excluded = rolled_back_models(client, model_name) if champion is not None else frozenset()
+    def decide() -> tuple[BestRun, Champion | None, bool, Verdict]:
+        aliases, champion = current_champion(client, model_name, alias, metric)
+        # Only a rollback tags versions, and a rollback always leaves @previous behind.
+        rolled_back = aliases is not None and PREVIOUS_ALIAS in aliases
+        excluded = rolled_back_models(client, model_name) if rolled_back else frozenset()
         best = best_in(
             client,
             experiment_ids,
@@ -397,15 +414,19 @@ def promote_best(
             exclude_model_ids=excluded,
             label=experiment,
         )
-        baseline = best_baseline(client, experiment_ids, metric, resolved_mode)
-        return (
+        verdict = judge(
+            client,
             best,
             champion,
-            baseline,
-            judge(client, best, champion, baseline, alias, min_delta, max_model_size_mb),
+            lambda: best_baseline(client, experiment_ids, metric, resolved_mode),
+            alias,
+            min_delta,
+            max_model_size_mb,
         )
+        return best, champion, aliases is not None, verdict
 
-    def decision(best, champion, baseline, verdict, version, promoted) -> PromotionDecision:
+    def decision(best, champion, verdict, version, promoted) -> PromotionDecision:
+        baseline = verdict.baseline
         return PromotionDecision(
             promoted=promoted,
             reason=verdict.reason,
@@ -425,20 +446,21 @@ def promote_best(
         )
 
     if dry_run:
-        best, champion, baseline, verdict = decide()
-        return decision(best, champion, baseline, verdict, None, verdict.promote)
+        best, champion, _, verdict = decide()
+        return decision(best, champion, verdict, None, verdict.promote)
 
     last: PromotionDecision | None = None
     with promotion_lock(uri, model_name, lock_uri, lock_timeout):
         for _ in range(MAX_ROUNDS):
-            best, champion, baseline, verdict = decide()
+            best, champion, model_exists, verdict = decide()
             if not verdict.promote:
                 # Stable: nothing beats the champion (usually the version this call just set).
-                return last or decision(best, champion, baseline, verdict, None, False)
-            version = ensure_version(client, model_name, best, promotion_tags(best, verdict.reason))
+                return last or decision(best, champion, verdict, None, False)
+            tags = promotion_tags(best, verdict.reason)
+            version = ensure_version(client, model_name, best, tags, model_exists)
             write_promotion(client, model_name, alias, version, champion)
             log.info("promoted %s@%s -> version %s: %s", model_name, alias, version, verdict.reason)
-            last = decision(best, champion, baseline, verdict, version, True)
+            last = decision(best, champion, verdict, version, True)
     log.warning(
         "%s@%s was still changing after %d rounds; new runs keep arriving", model_name, alias, MAX_ROUNDS
     )
