@@ -34,7 +34,7 @@ def sync(tracking_uri: str | None, attempts: int) -> None:
         if counts.ended:
             line += f", run ended {counts.ended}"
         if counts.rejected:
-            line += f", {counts.rejected} refused by the server (see {result.path}/rejected.jsonl)"
+            line += f", {counts.rejected} refused by the server (see {result.rejected_path})"
         line += ")"
         if result.state == "pending":
             pending += 1

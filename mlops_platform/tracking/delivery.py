@@ -28,7 +28,6 @@ _log = logging.getLogger(__name__)
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_TAGS_PER_BATCH = 100
 MAX_ENTITIES_PER_BATCH = 1000
-REJECTED_FILE = "rejected.jsonl"
 
 
 class TransientDeliveryError(Exception):
@@ -36,7 +35,7 @@ class TransientDeliveryError(Exception):
 
 
 class DeliveryRejected(UserWarning):
-    """The server refused a record for good (e.g. a param changed value); it is kept in rejected.jsonl."""
+    """The server refused a record for good (a param that changed value); see `Journal.rejected_path`."""
 
 
 @dataclass
@@ -237,13 +236,14 @@ class Delivery:
 
     def _reject(self, kind: str, entities: list[dict], error: BaseException) -> None:
         entries = [{"kind": kind, **entity, "error": str(error)[:500]} for entity in entities]
-        with open(self.journal.directory / REJECTED_FILE, "a") as file:
+        self.journal.rejected_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.journal.rejected_path, "a") as file:
             file.writelines(json.dumps(entry) + "\n" for entry in entries)
         self.counts.rejected += len(entries)
         self.counts.errors.append(str(error)[:500])
         warnings.warn(
             f"the tracking server refused {kind} {[e['key'] for e in entities]} of run {self.run_id}: "
-            f"{str(error)[:300]} (kept in {self.journal.directory / REJECTED_FILE})",
+            f"{str(error)[:300]} (kept in {self.journal.rejected_path})",
             DeliveryRejected,
             stacklevel=2,
         )

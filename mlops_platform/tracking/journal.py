@@ -7,6 +7,8 @@ Layout under `$MLOPS_HOME/journal/<run_id>/`:
   included); the sender `fsync`s now and then against a machine crash;
 - `acked`: the byte offset up to which the server has confirmed every record, replaced atomically
   after each delivered batch;
+- `$MLOPS_HOME/rejected/<run_id>.jsonl`: records the server refused for good (a param that changed
+  value), with the server's reason;
 - `lock`: `flock`ed by the process that owns the run; the kernel drops it when that process dies, so
   `mlops sync` knows a journal is orphaned without trusting pids.
 
@@ -27,6 +29,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlops_platform.errors import UserError
 from mlops_platform.settings import mlops_home
 
 JOURNAL_DIR = "journal"
@@ -34,6 +37,7 @@ RECORDS_FILE = "records.jsonl"
 ACK_FILE = "acked"
 META_FILE = "meta.json"
 LOCK_FILE = "lock"
+REJECTED_DIR = "rejected"
 # log_batch takes at most 100 params or tags a request; keeping every line this small lets the sender
 # build requests from whole lines, so the acknowledged offset never falls inside a line.
 MAX_ENTRIES_PER_LINE = 100
@@ -59,8 +63,8 @@ class Record:
     data: dict
 
 
-class JournalLocked(Exception):
-    """Another live process owns this journal."""
+class JournalLocked(UserError):
+    """Another live process owns this journal (the same run is tracked twice at once)."""
 
 
 class Journal:
@@ -100,7 +104,10 @@ class Journal:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise JournalLocked(f"journal {self.directory} is in use by a live process") from None
+            raise JournalLocked(
+                f"run {self.directory.name} is being tracked by another live process (its journal "
+                f"{self.directory} is locked); wait for it to end or stop it first"
+            ) from None
         self._lock_fd = fd
 
     def close(self) -> None:
@@ -116,6 +123,11 @@ class Journal:
         """Delete the journal once everything in it is delivered."""
         self.close()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+    @property
+    def rejected_path(self) -> Path:
+        """Where records the server refused for good are kept; outside the journal, which is deleted."""
+        return self.directory.parent.parent / REJECTED_DIR / f"{self.directory.name}.jsonl"
 
     def meta(self) -> JournalMeta:
         return JournalMeta(**json.loads((self.directory / META_FILE).read_text()))

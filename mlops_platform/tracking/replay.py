@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlops_platform.tracking.delivery import Delivery, DeliveryCounts, TransientDeliveryError
-from mlops_platform.tracking.journal import JournalLocked, iter_journals
+from mlops_platform.tracking.journal import Journal, JournalLocked, iter_journals
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,10 @@ class SyncResult:
     counts: DeliveryCounts
     path: Path
     error: str | None = None
+
+    @property
+    def rejected_path(self) -> Path:
+        return Journal(self.path).rejected_path
 
 
 def sync_journals(
@@ -49,6 +53,8 @@ def sync_journals(
             journal.lock()
         except JournalLocked:
             results.append(SyncResult(journal.directory.name, "in use", DeliveryCounts(), journal.directory))
+            continue
+        except FileNotFoundError:  # delivered and removed by another sync meanwhile
             continue
         try:
             meta = journal.meta()

@@ -147,3 +147,24 @@ def test_log_model_links_a_logged_model_and_leaves_no_global_state(
     assert mlflow.active_run() is None
     assert tracking_utils._tracking_uri == uri_before
     assert os.environ["MLFLOW_TRACKING_URI"] == sqlite_tracking_uri
+
+
+def test_refused_param_is_kept_aside_and_the_rest_delivered(sqlite_tracking_uri, fresh_experiment) -> None:
+    import math
+
+    from mlops_platform.tracking.delivery import DeliveryRejected
+
+    name, _ = fresh_experiment(sqlite_tracking_uri)
+    client = MlflowClient(sqlite_tracking_uri)
+    with Tracker().run(experiment=name) as run:
+        client.log_param(run.run_id, "q", "x")  # behind the tracker's back: it cannot know
+        with pytest.warns(DeliveryRejected, match="Changing param values is not allowed"):
+            run.log_params({"q": "y", "r": 2})
+            run.log_metrics({"loss": math.nan, "acc": 0.5}, step=1)
+            assert run.flush(timeout=30)
+    stored = client.get_run(run.run_id)
+    assert stored.info.status == "FINISHED"
+    assert stored.data.params == {"q": "x", "r": "2"}
+    assert math.isnan(stored.data.metrics["loss"]) and stored.data.metrics["acc"] == 0.5
+    rejected = [json.loads(line) for line in (run.tracker.home / "rejected" / f"{run.run_id}.jsonl").open()]
+    assert [(r["kind"], r["key"], r["value"]) for r in rejected] == [("params", "q", "y")]
