@@ -186,8 +186,9 @@ def main() -> None:
             configure_cpu_threads(config.cpu_threads)
             results: dict[str, list[float]] = {kind: [] for kind in kinds}
             measure("bare", config, uri, experiment)  # warm-up: first-call costs of torch and the server
-            for _ in range(args.repeats):
-                for kind in kinds:
+            for repeat in range(args.repeats):
+                # Rotate the order, so no variant always runs right after the same neighbour.
+                for kind in kinds[repeat % len(kinds) :] + kinds[: repeat % len(kinds)]:
                     results[kind].append(measure(kind, config, uri, experiment))
             bare = statistics.median(results["bare"])
             for kind in kinds:

@@ -262,7 +262,7 @@ def test_resume_downloads_the_checkpoint_from_the_run_when_no_local_copy_exists(
 @pytest.mark.parametrize(
     "params",
     [
-        {"dataset": "wine", "model": "mlp", "epochs": "2"},
+        {"dataset": "wine", "model": "mlp", "epochs": "2", "registered_model_name": "torch-smoke"},
         {"dataset": "digits", "model": "cnn", "epochs": "1", "channels": "8"},
     ],
     ids=["mlp", "cnn"],
@@ -298,6 +298,9 @@ def test_mlflow_run_smoke(params, sqlite_tracking_uri, fresh_experiment):
     assert run.data.params["model"] == params["model"] and "test_accuracy" in run.data.metrics
     [logged] = mlflow.search_logged_models(experiment_ids=[experiment_id], output_format="list")
     assert logged.source_run_id == run.info.run_id
+    if "registered_model_name" in params:
+        versions = MlflowClient(sqlite_tracking_uri).search_model_versions(f"run_id = '{run.info.run_id}'")
+        assert [v.name for v in versions] == [params["registered_model_name"]]
     model = mlflow.pyfunc.load_model(f"models:/{logged.model_id}")
     dataset = load_dataset(params["dataset"])
     raw = dataset.features.astype(np.float32)  # a DataFrame of raw features with the dataset's columns
