@@ -123,10 +123,10 @@ COMMON_METRICS = ("fit_seconds", "predict_latency_ms_per_row", "model_size_bytes
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", list(FAMILY_RUNS))
-def test_model_family_smoke(family: str, mlflow_runs, sqlite_server):
+def test_model_family_smoke(family: str, mlflow_runs, sqlite_tracking_uri):
     from mlflow import MlflowClient
 
-    client = MlflowClient(sqlite_server.url)
+    client = MlflowClient(sqlite_tracking_uri)
     params = FAMILY_RUNS[family]
     run = _single_run(client, mlflow_runs[family])
     # The job attached to the run `mlflow run` created; only a baseline run may stand beside it.
@@ -176,6 +176,20 @@ def test_model_family_smoke(family: str, mlflow_runs, sqlite_server):
     (model_output,) = run.outputs.model_outputs
     logged = client.get_logged_model(model_output.model_id)
     assert logged.name == "model" and logged.source_run_id == run.info.run_id
+    # The logged model loads as pyfunc (models:/ resolves on MLFLOW_TRACKING_URI, set by the fixture) and
+    # predicts with the same preprocessing as in training.
+    import mlflow.pyfunc
+
+    from mlops_platform.data import load_dataset
+
+    dataset = load_dataset(params["dataset"])
+    loaded = mlflow.pyfunc.load_model(f"models:/{model_output.model_id}")
+    assert loaded.metadata.get_input_schema().input_names() == list(dataset.feature_names)
+    predictions = loaded.predict(dataset.features.head(20))
+    assert len(predictions) == 20
+    if not regression:
+        assert set(predictions.tolist()) <= set(dataset.class_labels)
+        assert (predictions == dataset.target.head(20).to_numpy()).mean() >= 0.8
     if "registered_model_name" in params:
         versions = client.search_model_versions(f"name = '{params['registered_model_name']}'")
         assert any(version.run_id == run.info.run_id for version in versions)
