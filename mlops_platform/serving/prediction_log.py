@@ -48,7 +48,7 @@ class PredictionLog:
             + b',"columns":'
             + orjson.dumps(columns)
             + b',"inputs":'
-            + orjson.dumps(inputs, option=orjson.OPT_SERIALIZE_NUMPY)
+            + orjson.dumps(np.ascontiguousarray(inputs), option=orjson.OPT_SERIALIZE_NUMPY)
             + b',"predictions":'
             + output
             + b"}\n"

@@ -259,7 +259,9 @@ def _make_sklearn(served: ServedModel, spec: InputSpec) -> None:
     common = np.result_type(*spec.dtypes) if spec.kind == "columns" else spec.dtypes[0]
     served.flavor, served.predict_fn = "sklearn", predict_fn
     served.native = served.pyfunc_model.get_raw_model()
-    served.validator = Validator(spec, common)
+    # Column order ("F"), as MLflow's DataFrame hands it to sklearn: BLAS then sums in the same order and
+    # float outputs (predict_proba) equal MLflow's to the last bit, not just to rounding.
+    served.validator = Validator(spec, common, order="F" if spec.kind == "columns" else "C")
 
 
 def _make_torch(served: ServedModel, spec: InputSpec, max_batch_size: int, max_wait_ms: float) -> None:
@@ -298,7 +300,8 @@ def _self_check(served: ServedModel, path: str) -> None:
             array = example[names].to_numpy(dtype=served.validator.dtype)
         else:
             array = np.asarray(example, dtype=served.validator.dtype)
-        ours = orjson.loads(served.output_json(served.predict_array(np.ascontiguousarray(array))))
+        array = np.asarray(array, order=served.validator.order)
+        ours = orjson.loads(served.output_json(served.predict_array(array)))
         theirs = orjson.loads(
             predictions_json(np.asarray(expected))
             if not isinstance(expected, pd.DataFrame)

@@ -93,9 +93,10 @@ def _listing(names: Any) -> str:
 class Validator:
     """Turns parsed requests into arrays of `dtype` for one model's InputSpec."""
 
-    def __init__(self, spec: InputSpec, dtype: np.dtype):
+    def __init__(self, spec: InputSpec, dtype: np.dtype, order: str = "C"):
         self.spec = spec
         self.dtype = np.dtype(dtype)
+        self.order = order
         if spec.kind == "columns":
             self._positions = {name: i for i, name in enumerate(spec.names)}
             self._name_set = frozenset(spec.names)
@@ -104,7 +105,8 @@ class Validator:
             self._row_of: Callable[[dict], Any] = (lambda r: (getter(r),)) if len(spec.names) == 1 else getter
 
     def to_array(self, request: ParsedRequest) -> np.ndarray:
-        """The validated input as a C-contiguous array; raises RequestError (400/422) naming the problem."""
+        """The validated input as a contiguous array (in `order`); raises RequestError (400/422) naming the
+        problem."""
         if self.spec.kind == "columns":
             array = self._columns_array(request)
             if self._integer_columns:
@@ -116,7 +118,7 @@ class Validator:
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             row, column = np.argwhere(~np.isfinite(array))[0][:2]
             raise invalid_input(f"non-finite value at row {row}, {self._column_name(column)}")
-        return np.ascontiguousarray(array, dtype=self.dtype)
+        return np.asarray(array, dtype=self.dtype, order=self.order)
 
     # Column-based signatures.
 

@@ -42,10 +42,13 @@ def digits_frame():
     return digits.data, digits.target
 
 
-def log_sklearn(tracking_uri: str, name: str, c: float = 1.0, label_shift: int = 0) -> str:
+def log_sklearn(
+    tracking_uri: str, name: str, c: float = 1.0, label_shift: int = 0, signed: bool = True, **flavor_kwargs
+) -> str:
     """Log + register a StandardScaler/LogisticRegression Pipeline on digits; returns the version.
 
-    `label_shift` trains on (label + shift) % 10, so two versions are told apart by their answers.
+    `label_shift` trains on (label + shift) % 10, so two versions are told apart by their answers;
+    `signed=False` logs it with neither signature nor input example.
     """
     from mlflow.models import infer_signature
     from sklearn.linear_model import LogisticRegression
@@ -55,8 +58,18 @@ def log_sklearn(tracking_uri: str, name: str, c: float = 1.0, label_shift: int =
     x, y = digits_frame()
     y = (y + label_shift) % 10
     pipeline = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=300)).fit(x, y)
+    if not signed:
+        return _log(tracking_uri, name, "sklearn", pipeline, **flavor_kwargs)
     signature = infer_signature(x, pipeline.predict(x))
-    return _log(tracking_uri, name, "sklearn", pipeline, signature=signature, input_example=x.iloc[:3])
+    return _log(
+        tracking_uri,
+        name,
+        "sklearn",
+        pipeline,
+        signature=signature,
+        input_example=x.iloc[:3],
+        **flavor_kwargs,
+    )
 
 
 def make_torch_module(seed: int = 0):
