@@ -2,6 +2,7 @@
 
 Modules, in the order a request meets them:
 - `config`: `ServeConfig`, the one place the server's defaults live.
+- `errors`: `RequestError`, a refusal with its HTTP status (400/413/415/422) and a payload-free message.
 - `parsing`: body bytes + content type -> the request's format and its raw data (JSON formats, CSV).
 - `validation`: that data checked against the model signature -> one numpy array.
 - `predictors`: the native model (sklearn pipeline, torch module) on that array; pyfunc fallback.

@@ -179,6 +179,8 @@ def _configure_logging() -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         package_logger.addHandler(handler)
         package_logger.setLevel(logging.INFO)
+        # uvicorn's worker processes give the root logger a handler too: one line per record is enough.
+        package_logger.propagate = False
 
 
 def _tune_sklearn() -> None:
