@@ -111,7 +111,9 @@ def test_errors_exit_non_zero_naming_the_value(filled, args, message) -> None:
 def test_mlflow_run_promote_entry_point(filled, sqlite_tracking_uri) -> None:
     name, runs = filled
     model = f"mlflow-run-{name}"
+    # The job's own run goes to the test's experiment (it has no val_acc, so it never competes).
     command = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "promote", "--env-manager", "local"]
+    command += ["--experiment-name", name]
     # MLproject commands call `python`: it must be this interpreter (the venv), whatever PATH says.
     environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     ok = subprocess.run(
@@ -136,7 +138,12 @@ def test_mlflow_run_promote_entry_point(filled, sqlite_tracking_uri) -> None:
 
     from mlflow import MlflowClient
 
-    assert MlflowClient(sqlite_tracking_uri).get_model_version_by_alias(model, "champion").run_id == runs[0.9]
+    client = MlflowClient(sqlite_tracking_uri)
+    assert client.get_model_version_by_alias(model, "champion").run_id == runs[0.9]
+    job_runs = client.search_runs(
+        [client.get_experiment_by_name(name).experiment_id], "tags.`mlops.role` = 'promotion'"
+    )
+    assert len(job_runs) == 1 and job_runs[0].data.tags["mlops.promote.promoted"] == "true"
     bad = subprocess.run(
         [*command, "-P", "experiment=does-not-exist", "-P", "mode=max", "-P", f"model_name={model}"],
         capture_output=True,

@@ -85,4 +85,4 @@ def test_concurrent_promoters_with_advisory_lock(
 ) -> None:
     _, experiment_id = fresh_experiment(postgres_server.url)
     make_run(postgres_server.url, experiment_id, {"val_acc": 0.5})
-    run_tries(postgres_server.url, experiment_id, 5, lock_uri=postgres_database_uri)
+    run_tries(postgres_server.url, experiment_id, 3, lock_uri=postgres_database_uri)
