@@ -48,7 +48,7 @@ class TrainSklearnConfig(JobConfig):
     baseline: bool = Field(
         True, description="Train and log the baseline run when the experiment has none for this dataset."
     )
-    experiment_name: str | None = Field(
+    experiment: str | None = Field(
         None, description="MLflow experiment; default MLFLOW_EXPERIMENT_NAME/ID, else Default."
     )
     run_name: str | None = Field(None, description="Run name; default <model>-<dataset>.")

@@ -388,7 +388,7 @@ def run(
     run_name = config.run_name or f"{config.model}-{dataset.name}"
 
     with tracker.run(
-        experiment=config.experiment_name, run_name=run_name, tags=tags, entry_point=ENTRY_POINT
+        experiment=config.experiment, run_name=run_name, tags=tags, entry_point=ENTRY_POINT
     ) as main_run:
         baseline_run_id = None
         if config.model != BASELINE_MODEL and config.baseline:
@@ -411,7 +411,7 @@ def _train_baseline_run(tracker: Any, prepared: PreparedData, experiment_id: str
     """The baseline as a run of its own (never the MLFLOW_RUN_ID run), in the candidate's experiment."""
     config = prepared.config
     with tracker.run(
-        experiment=config.experiment_name,
+        experiment=config.experiment,
         run_name=f"{BASELINE_MODEL}-{prepared.dataset.name}",
         tags=_run_tags(prepared, BASELINE_MODEL),
         entry_point=ENTRY_POINT,

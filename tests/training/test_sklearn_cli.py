@@ -29,7 +29,7 @@ def test_invalid_value_exits_non_zero_names_it_and_creates_no_run(
         "mlops_platform",
         "train",
         "sklearn",
-        "--experiment-name",
+        "--experiment",
         name,
         *arguments,
     ]
@@ -47,7 +47,7 @@ def test_second_job_in_an_experiment_reuses_its_baseline(sqlite_tracking_uri, fr
     from mlops_platform.training import sklearn_job
 
     name, experiment_id = fresh_experiment(sqlite_tracking_uri)
-    common = {"dataset": "wine", "cv_folds": 2, "experiment_name": name}
+    common = {"dataset": "wine", "cv_folds": 2, "experiment": name}
     first = sklearn_job.run(TrainSklearnConfig.parse({**common, "model": "logreg"}))
     second = sklearn_job.run(TrainSklearnConfig.parse({**common, "model": "knn"}))
 
