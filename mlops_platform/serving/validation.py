@@ -8,7 +8,9 @@ Anything else (strings, optional columns, several tensors, no signature) is serv
 fallback, which is MLflow's own code path.
 
 Where MLflow is lax we are strict, because a silently "fixed" input is a wrong prediction nobody sees:
-extra columns, booleans or nulls in numeric columns and empty inputs are refused with 422.
+extra columns, booleans or nulls in numeric columns and empty inputs are refused with 422. Where MLflow
+refuses what has one clear meaning, we serve it: CSV for a (-1, n) float32 tensor model is cast as JSON
+input is.
 """
 
 from __future__ import annotations
