@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -43,6 +44,7 @@ class DeliveryCounts:
     metrics: int = 0
     params: int = 0
     tags: int = 0
+    artifacts: int = 0
     rejected: int = 0
     ended: str | None = None
     errors: list[str] = field(default_factory=list)
@@ -172,9 +174,12 @@ class Delivery:
         batch = _Batch()
         for record in records:
             data = record.data
-            if "e" in data:
+            if "e" in data or "a" in data:
                 self._send(batch)
-                self._end(data["e"], data["t"], record.end)
+                if "e" in data:
+                    self._end(data["e"], data["t"], record.end)
+                else:
+                    self._artifact(data["a"], data["d"], record.end)
                 batch = _Batch(end=record.end)
                 continue
             metrics = data.get("m", {})
@@ -247,6 +252,24 @@ class Delivery:
             DeliveryRejected,
             stacklevel=2,
         )
+
+    def _artifact(self, relative: str, artifact_path: str | None, offset: int) -> None:
+        local = self.journal.directory / relative
+        # Missing: uploaded and removed before a crash lost the acknowledgement; nothing left to do.
+        if local.exists():
+            try:
+                if local.is_dir():
+                    self.client.log_artifacts(self.run_id, str(local), artifact_path)
+                else:
+                    self.client.log_artifact(self.run_id, str(local), artifact_path)
+            except Exception as error:
+                if not is_permanent(error):
+                    raise TransientDeliveryError(str(error)) from error
+                self.counts.errors.append(str(error)[:500])
+                _log.warning("the server refused artifact %s of run %s: %s", relative, self.run_id, error)
+            self.counts.artifacts += 1
+        self._acknowledge(offset)
+        shutil.rmtree(local.parent, ignore_errors=True)
 
     def _end(self, status: str, end_time: int, offset: int) -> None:
         try:

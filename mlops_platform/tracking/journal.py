@@ -12,8 +12,12 @@ Layout under `$MLOPS_HOME/journal/<run_id>/`:
 - `lock`: `flock`ed by the process that owns the run; the kernel drops it when that process dies, so
   `mlops sync` knows a journal is orphaned without trusting pids.
 
+- `spool/<id>/<name>`: a copy of each artifact (file or folder) waiting to be uploaded, so the caller
+  may delete or rewrite its own file at once and an upload survives an outage or a crash.
+
 Record kinds: `{"t": ms, "s": step, "m": {key: value}}` metrics, `{"p": {...}}` params, `{"g": {...}}`
-tags, `{"e": status, "t": ms}` the end of the run. A line holds at most `MAX_ENTRIES_PER_LINE`
+tags, `{"a": "spool/<id>/<name>", "d": artifact_path}` an artifact, `{"e": status, "t": ms}` the end
+of the run. A line holds at most `MAX_ENTRIES_PER_LINE`
 entries, so batches of whole lines fit MLflow's per-request limits.
 """
 
@@ -25,6 +29,7 @@ import json
 import os
 import shutil
 import threading
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +42,7 @@ RECORDS_FILE = "records.jsonl"
 ACK_FILE = "acked"
 META_FILE = "meta.json"
 LOCK_FILE = "lock"
+SPOOL_DIR = "spool"
 REJECTED_DIR = "rejected"
 # log_batch takes at most 100 params or tags a request; keeping every line this small lets the sender
 # build requests from whole lines, so the acknowledged offset never falls inside a line.
@@ -174,6 +180,17 @@ class Journal:
     def append_tags(self, tags: Mapping[str, str]) -> None:
         for chunk in _chunks(tags):
             self._append(json.dumps({"g": chunk}) + "\n")
+
+    def new_spool_entry(self) -> Path:
+        """A fresh folder in the spool for one artifact (its file or folder goes inside)."""
+        entry = self.directory / SPOOL_DIR / uuid.uuid4().hex
+        entry.mkdir(parents=True)
+        return entry
+
+    def append_artifact(self, spooled: Path, artifact_path: str | None) -> None:
+        """Queue the upload of `spooled` (a file or folder inside a spool entry) to `artifact_path`."""
+        relative = spooled.relative_to(self.directory).as_posix()
+        self._append(json.dumps({"a": relative, "d": artifact_path}) + "\n")
 
     def append_end(self, status: str, timestamp_ms: int) -> None:
         self._append(json.dumps({"e": status, "t": timestamp_ms}) + "\n")

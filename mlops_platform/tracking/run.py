@@ -1,5 +1,9 @@
-"""The run context: what training code talks to. Metrics, params and tags go to the journal and return
-at once; artifacts, datasets and models are sent when called (they are few and large).
+"""The run context: what training code talks to.
+
+Metrics, params, tags and artifacts go to the run's journal (artifacts as a copy in its spool) and the
+call returns at once; the background sender delivers them in order. Datasets and models are sent when
+called: the caller needs what the server returns (a LoggedModel's id), and `log_model` first flushes
+what came before.
 """
 
 from __future__ import annotations
@@ -9,9 +13,9 @@ import importlib
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -71,6 +75,7 @@ class TrackedRun:
         self.experiment_id: str = ""
         self.status: str | None = None
         self._params: dict[str, str] = {}
+        self._overflow: dict[str, str] = {}
         self._metric_names: set[str] = set()
         self._previous_handlers: dict[int, Any] = {}
         self._journal: Journal | None = None
@@ -152,12 +157,7 @@ class TrackedRun:
     def _record_failure(self, exc_type, exc, tb) -> None:
         text = "".join(traceback.format_exception(exc_type, exc, tb))
         self.set_tags({ERROR_TAG: f"{exc_type.__name__}: {exc}"[:5000]})
-        try:
-            self.client.log_text(self.run_id, text, TRACEBACK_ARTIFACT)
-        except Exception as error:  # the server is away: keep the traceback beside the journal
-            assert self._journal is not None
-            (self._journal.directory / "traceback.txt").write_text(text)
-            _log.warning("could not upload the traceback of run %s: %s", self.run_id, error)
+        self.log_text(text, TRACEBACK_ARTIFACT)
 
     def _close(self, status: str) -> None:
         self.status = status
@@ -249,22 +249,54 @@ class TrackedRun:
         """Wait until everything logged so far is on the server; False if `timeout` passed first."""
         return self._sender.flush(timeout)
 
-    # --- artifacts, datasets, models (sent at once) ------------------------------------------------
+    # --- artifacts (spooled, uploaded by the sender) -----------------------------------------------
     def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(local_path), artifact_path)
+        """Queue a file for upload; a copy is taken now, so the caller may delete or rewrite it."""
+        source = Path(local_path)
+        if not source.is_file():
+            raise FileNotFoundError(f"no such file to log as an artifact: {source}")
+        spooled = self._journal.new_spool_entry() / source.name
+        shutil.copy2(source, spooled)
+        self._journal.append_artifact(spooled, artifact_path)
 
     def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+        """Queue a folder's contents for upload under `artifact_path` (copied now)."""
+        source = Path(local_dir)
+        if not source.is_dir():
+            raise NotADirectoryError(f"no such folder to log as artifacts: {source}")
+        spooled = self._journal.new_spool_entry() / "files"
+        shutil.copytree(source, spooled)
+        self._journal.append_artifact(spooled, artifact_path)
 
-    def log_figure(self, figure, artifact_file: str) -> None:
-        self.client.log_figure(self.run_id, figure, artifact_file)
+    def log_figure(self, figure, artifact_file: str, **save_kwargs) -> None:
+        """A matplotlib figure, saved in the format `artifact_file`'s extension names."""
+        with self._spooled_file(artifact_file) as path:
+            figure.savefig(path, **save_kwargs)
 
     def log_dict(self, dictionary: Mapping[str, Any], artifact_file: str) -> None:
-        self.client.log_dict(self.run_id, dict(dictionary), artifact_file)
+        """JSON, or YAML for a .yml/.yaml `artifact_file` (as MLflow's log_dict)."""
+        with self._spooled_file(artifact_file) as path:
+            if path.suffix in (".yml", ".yaml"):
+                import yaml
+
+                path.write_text(yaml.safe_dump(dict(dictionary), indent=2, default_flow_style=False))
+            else:
+                path.write_text(json.dumps(dictionary, indent=2, default=str))
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        with self._spooled_file(artifact_file) as path:
+            path.write_text(text)
 
+    @contextlib.contextmanager
+    def _spooled_file(self, artifact_file: str) -> Iterator[Path]:
+        directory, _, name = artifact_file.rpartition("/")
+        if not name:
+            raise ValueError(f"artifact_file {artifact_file!r} names no file")
+        path = self._journal.new_spool_entry() / name
+        yield path
+        self._journal.append_artifact(path, directory or None)
+
+    # --- datasets and models (sent at once: the caller needs what the server returns) ---------------
     def log_dataset(self, frame, name: str, context: str = "train", targets: str | None = None):
         """Log a pandas frame as an MLflow dataset input of this run (digest, schema, profile)."""
         import mlflow.data
@@ -334,14 +366,9 @@ class TrackedRun:
                     os.environ["MLFLOW_TRACKING_URI"] = previous_env
 
     def _merge_overflow(self, overflow: dict[str, str]) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                local = Path(tmp) / param_rules.OVERFLOW_ARTIFACT
-                self.client.download_artifacts(self.run_id, param_rules.OVERFLOW_ARTIFACT, tmp)
-                existing = json.loads(local.read_text())
-            except Exception:  # no overflow artifact yet
-                existing = {}
-        self.log_dict({**existing, **overflow}, param_rules.OVERFLOW_ARTIFACT)
+        # Uploads keep their order, so the last file written holds every overlong value so far.
+        self._overflow.update(overflow)
+        self.log_dict(self._overflow, param_rules.OVERFLOW_ARTIFACT)
 
 
 def _check_metric_name(key: str) -> None:

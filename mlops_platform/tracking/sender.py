@@ -82,6 +82,8 @@ class Sender:
     def _loop(self) -> None:
         backoff = 0.0
         while not self._stopping.is_set():
+            # Cleared before looking, so a flush that wakes us during a pump gets one more look.
+            self._wake.clear()
             try:
                 self._sync_to_disk()
                 self._delivery.pump()
@@ -100,7 +102,6 @@ class Sender:
                     self._condition.notify_all()
                 return
             self._wake.wait(backoff or self.interval)
-            self._wake.clear()
 
     def _sync_to_disk(self) -> None:
         now = time.monotonic()

@@ -29,6 +29,7 @@ def main() -> None:
         system_metrics_interval=0,
     )
     with tracker.run(experiment=args.experiment, run_name="trainer-process") as run:
+        assert run.flush(timeout=60)  # the start-up records are on the server; the rest waits for the sender
         print(f"run {run.run_id}", flush=True)
         run.log_params({"steps": args.steps, "optimizer": {"lr": 0.01}})
         for step in range(args.steps):
