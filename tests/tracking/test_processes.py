@@ -91,6 +91,7 @@ def test_sigkill_then_sync_delivers_and_reaper_marks_killed(sqlite_tracking_uri,
     for key in ("loss", "accuracy", "lr"):
         assert _steps(client, run_id, key) == list(range(500))
     assert client.get_run(run_id).data.params == {"steps": "500", "optimizer.lr": "0.01"}
+    assert [a.path for a in client.list_artifacts(run_id, "notes")] == ["notes/progress.txt"]
     again = subprocess.run([*MLOPS, "sync"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert "nothing to sync" in again.stdout
 
@@ -149,6 +150,8 @@ def test_server_killed_and_restarted_mid_run_loses_nothing(tmp_path, capfd) -> N
                     server.kill()
                 if 300 <= step < 400:
                     late.log_metrics({"loss": 1.0 / (step - 298)}, step=step - 299)
+                if step == 350:
+                    late.log_dict({"written": "during the outage"}, "outage/note.json")
                 if step == 400:
                     late_context.__exit__(None, None, None)
                     threading.Thread(target=restart).start()
@@ -173,5 +176,6 @@ def test_server_killed_and_restarted_mid_run_loses_nothing(tmp_path, capfd) -> N
         assert [r.state for r in sync_journals()] == ["delivered"]
         assert _steps(client, late.run_id, "loss") == list(range(101))
         assert client.get_run(late.run_id).info.status == "FINISHED"
+        assert [a.path for a in client.list_artifacts(late.run_id, "outage")] == ["outage/note.json"]
     finally:
         server.stop()

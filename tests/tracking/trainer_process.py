@@ -35,6 +35,7 @@ def main() -> None:
         for step in range(args.steps):
             run.log_metrics({"loss": 1.0 / (step + 1), "accuracy": step / 1e6, "lr": 0.01}, step=step)
             if step + 1 == args.report_at:
+                run.log_text(f"reached step {step}", "notes/progress.txt")
                 print(f"logged {step + 1}", flush=True)
             if args.step_seconds:
                 time.sleep(args.step_seconds)
