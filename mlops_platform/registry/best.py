@@ -1,11 +1,12 @@
 """Find the best run: FINISHED, has the metric, has a logged model that finished uploading.
 
 Query shape matters at 10,000 runs. MLflow orders by a metric through a join on its latest-metrics
-table; on SQLite a top-1 ordered by a metric alone nested-loops that join (5 s at 10,000 runs), while
-the same query with a status filter AND a filter on the same metric is answered in milliseconds (see
-benchmarks/search_promote.py). So the search here always carries both: `attributes.status =
-'FINISHED'` and `metrics.<m> >= -<max float>`, which keeps every finite value (MLflow stores -inf as
-the lowest float) and drops runs without the metric before they reach us.
+table; on SQLite a top-1 ordered by a metric nested-loops that join unless the query also filters on
+status AND on the same metric (measured by benchmarks/search_promote.py at 10,000 runs on SQLite: no
+filter 12.8 s, status filter only 12.9 s, metric filter only 11.9 s, both 0.19 s; PostgreSQL answers
+every shape in 0.2-0.4 s). So the search here always carries both: `attributes.status = 'FINISHED'`
+and `metrics.<m> >= -<max float>`, which keeps every value (MLflow stores -inf as the lowest float)
+and drops runs without the metric before they reach us.
 """
 
 from __future__ import annotations

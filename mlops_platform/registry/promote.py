@@ -427,6 +427,8 @@ def promote_best(
 
     def decision(best, champion, verdict, version, promoted) -> PromotionDecision:
         baseline = verdict.baseline
+        if version is None and champion is not None and champion.source == best.model_uri:
+            version = champion.version  # kept because it already is the champion
         return PromotionDecision(
             promoted=promoted,
             reason=verdict.reason,

@@ -41,7 +41,7 @@ def test_promotion_story(tracking_uri, experiment_name, run_factory, mlflow_clie
     assert mlflow_client.get_model_version(model_name, first.version).source == first.model_uri
 
     again = promote_best(experiment_name, "val_acc", model_name, "max")
-    assert not again.promoted and "already @champion" in again.reason
+    assert not again.promoted and "already @champion" in again.reason and again.version == first.version
     assert version_runs(mlflow_client, model_name) == {first.version: good[0.85]}
 
     run_factory(metrics={"val_acc": 0.84})
