@@ -367,7 +367,8 @@ class Trainer:
         started = time.perf_counter()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        n_batches = math.ceil(len(train) / config.batch_size)
+        n_samples = len(train)
+        n_batches = math.ceil(n_samples / config.batch_size)
         accumulation = config.grad_accumulation_steps
         scaler = self.scaler if self.scaler.is_enabled() else None
         bar = self._progress_bar(n_batches)
@@ -381,7 +382,7 @@ class Trainer:
             # accumulated gradient is the mean over the group (a short last batch or group included),
             # exactly what one batch of the group's size would give.
             first = (index // accumulation) * accumulation * config.batch_size
-            share = len(targets) / (min(first + accumulation * config.batch_size, len(train)) - first)
+            share = len(targets) / (min(first + accumulation * config.batch_size, n_samples) - first)
             scaled = loss if share == 1.0 else loss * share
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
             loss_sum.add_(loss.detach(), alpha=len(targets))
@@ -394,10 +395,10 @@ class Trainer:
             bar.close()
         seconds = time.perf_counter() - started
         return {
-            "train_loss": loss_sum.item() / len(train),
-            "train_accuracy": correct.item() / len(train),
+            "train_loss": loss_sum.item() / n_samples,
+            "train_accuracy": correct.item() / n_samples,
             "epoch_seconds": seconds,
-            "samples_per_sec": len(train) / seconds,
+            "samples_per_sec": n_samples / seconds,
         }
 
     def _optimizer_step(self, scaler, loss: torch.Tensor, bar, done: int, started: float) -> None:
