@@ -209,8 +209,8 @@ def main() -> None:
                 wall = statistics.median(w for w, _ in results[kind])
                 cpu = statistics.median(c for _, c in results[kind])
                 rows.append((label, kind, wall, wall / bare_wall, cpu, cpu / bare_cpu))
-        header = f"{'model':<14} {'loop':<13} {'samples/s wall':>14} {'vs bare':>8} {'samples/cpu-s':>14} {'vs bare':>8}"
-        print(f"\n{header}")
+        columns = ("model", "loop", "samples/s wall", "vs bare", "samples/cpu-s", "vs bare")
+        print("\n{:<14} {:<13} {:>14} {:>8} {:>14} {:>8}".format(*columns))
         for label, kind, wall, wall_ratio, cpu, cpu_ratio in rows:
             print(f"{label:<14} {kind:<13} {wall:>14.0f} {wall_ratio:>7.2f}x {cpu:>14.0f} {cpu_ratio:>7.2f}x")
         for column, name in ((3, "wall"), (5, "cpu")):
