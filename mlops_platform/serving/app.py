@@ -170,6 +170,7 @@ class ScoringService:
                 await self.follower.stop()
             if self.prediction_log is not None:
                 await self.prediction_log.close()
+            self.holder.current.close()
 
 
 def _configure_logging() -> None:
@@ -183,25 +184,11 @@ def _configure_logging() -> None:
         package_logger.propagate = False
 
 
-def _tune_sklearn() -> None:
-    """Skip scikit-learn's per-call finiteness scan: validation has already refused NaN and inf.
-
-    sklearn's config is per thread; this is the thread that runs the event loop, where sklearn models
-    predict.
-    """
-    try:
-        import sklearn
-    except ImportError:
-        return
-    sklearn.set_config(assume_finite=True)
-
-
 def create_app(config: ServeConfig) -> Starlette:
     """Load the model and build the app; raises UserError when the model cannot be served."""
     from mlops_platform.settings import resolve_tracking_uri
 
     _configure_logging()
-    _tune_sklearn()
     tracking_uri = resolve_tracking_uri(config.tracking_uri)
     model = load_served_model(config.model_uri, tracking_uri, config.max_batch_size, config.max_wait_ms)
     service = ScoringService(config, tracking_uri, model)

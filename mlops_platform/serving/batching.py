@@ -1,9 +1,10 @@
-"""Dynamic micro-batching: concurrent requests share one forward pass of a torch model.
+"""Dynamic micro-batching: concurrent requests share one call of the model (a torch forward pass, a
+scikit-learn predict, whose fixed per-call cost is most of a small request's time).
 
 A request's rows join a queue; one task drains it: it takes what is queued (up to `max_batch_size`
 rows), keeps collecting while new requests keep arriving (at most `max_wait_s` after the first), runs
-the model once on the concatenation in a worker thread (torch releases the GIL, so the event loop goes
-on reading requests meanwhile), and hands each request its slice of the output.
+the model once on the concatenation in a worker thread (so the event loop goes on reading requests
+meanwhile; torch releases the GIL while it computes), and hands each request its slice of the output.
 
 Under light load a request waits for no one; under heavy load batches form by themselves while the
 previous batch computes. The draining task ends when the queue is empty and restarts on the next

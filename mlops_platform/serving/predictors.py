@@ -29,6 +29,7 @@ import orjson
 
 from mlops_platform.errors import UserError
 from mlops_platform.serving.batching import MicroBatcher
+from mlops_platform.serving.config import ServeConfig
 from mlops_platform.serving.errors import RequestError
 from mlops_platform.serving.validation import InputSpec, Validator
 
@@ -163,6 +164,8 @@ class ServedModel:
     def predict_array(self, array: np.ndarray) -> np.ndarray:
         """The native model's raw output for a validated array (any thread)."""
         if self.flavor == "sklearn":
+            # A batch stacked from several requests comes back in row order; restore the column order.
+            array = np.asarray(array, order=self.validator.order)
             return np.asarray(getattr(self.native, self.predict_fn)(array))
         import torch
 
@@ -215,8 +218,8 @@ class ServedModel:
 def load_served_model(
     model_uri: str,
     tracking_uri: str,
-    max_batch_size: int = 256,
-    max_wait_ms: float = 2.0,
+    max_batch_size: int = ServeConfig.max_batch_size,
+    max_wait_ms: float = ServeConfig.max_wait_ms,
     identity: ModelIdentity | None = None,
 ) -> ServedModel:
     """Download, load and self-check a model; raises UserError when it cannot be loaded."""
@@ -240,7 +243,7 @@ def load_served_model(
         logger.info("model %s: no numeric signature, serving through pyfunc", identity.resolved_uri)
         return served
     if "sklearn" in flavors:
-        _make_sklearn(served, spec)
+        _make_sklearn(served, spec, max_batch_size, max_wait_ms)
     elif "pytorch" in flavors:
         _make_torch(served, spec, max_batch_size, max_wait_ms)
     else:
@@ -249,7 +252,7 @@ def load_served_model(
     return served
 
 
-def _make_sklearn(served: ServedModel, spec: InputSpec) -> None:
+def _make_sklearn(served: ServedModel, spec: InputSpec, max_batch_size: int, max_wait_ms: float) -> None:
     predict_fn = served.pyfunc_model.metadata.flavors["python_function"].get("predict_fn", "predict")
     if predict_fn not in _SKLEARN_PREDICT_FNS:
         return
@@ -262,6 +265,8 @@ def _make_sklearn(served: ServedModel, spec: InputSpec) -> None:
     # Column order ("F"), as MLflow's DataFrame hands it to sklearn: BLAS then sums in the same order and
     # float outputs (predict_proba) equal MLflow's to the last bit, not just to rounding.
     served.validator = Validator(spec, common, order="F" if spec.kind == "columns" else "C")
+    # sklearn's per-call overhead (input checks) dwarfs a small model's arithmetic: share it out.
+    _add_batcher(served, spec, max_batch_size, max_wait_ms)
 
 
 def _make_torch(served: ServedModel, spec: InputSpec, max_batch_size: int, max_wait_ms: float) -> None:
@@ -273,11 +278,16 @@ def _make_torch(served: ServedModel, spec: InputSpec, max_batch_size: int, max_w
     # MLflow feeds a column-signature torch model `DataFrame.to_numpy(float32)`, a tensor one its dtype.
     served.validator = Validator(spec, np.float32 if spec.kind == "columns" else spec.dtypes[0])
     served.records_output = spec.kind == "columns"
-    if spec.width is not None:  # rows are independent only for (-1, n) inputs we can stack
-        served._executor = ThreadPoolExecutor(1, thread_name_prefix="torch-batch")
-        served.batcher = MicroBatcher(
-            served.predict_array, served._executor, max_batch_size, max_wait_ms / 1e3
-        )
+    _add_batcher(served, spec, max_batch_size, max_wait_ms)
+
+
+def _add_batcher(served: ServedModel, spec: InputSpec, max_batch_size: int, max_wait_ms: float) -> None:
+    """Micro-batch concurrent requests: rows are predicted independently by sklearn estimators and by
+    torch modules in eval mode, and flat (-1, n) rows from several requests stack into one array."""
+    if spec.width is None:
+        return
+    served._executor = ThreadPoolExecutor(1, thread_name_prefix=f"{served.flavor}-batch")
+    served.batcher = MicroBatcher(served.predict_array, served._executor, max_batch_size, max_wait_ms / 1e3)
 
 
 def _self_check(served: ServedModel, path: str) -> None:
@@ -312,11 +322,21 @@ def _self_check(served: ServedModel, path: str) -> None:
         )
         if not _same(ours, theirs):
             raise ValueError("native output differs from pyfunc's on the input example")
+        if served.batcher is not None and len(array) > 1:
+            # Batching is sound only if a row's answer does not depend on the rows beside it.
+            alone = np.concatenate([served.predict_array(array[i : i + 1]) for i in range(len(array))])
+            if not _same(orjson.loads(served.output_json(alone)), ours):
+                logger.warning("model %s: rows are not independent; micro-batching off", identity_of(served))
+                served.batcher = None
     except Exception as error:
         logger.warning(
             "model %s: native path disabled, serving through pyfunc: %s", served.identity.resolved_uri, error
         )
         served.flavor, served.validator, served.batcher = "pyfunc", None, None
+
+
+def identity_of(served: ServedModel) -> str:
+    return served.identity.resolved_uri
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import operator
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -100,7 +101,6 @@ class Validator:
         self.dtype = np.dtype(dtype)
         self.order = order
         if spec.kind == "columns":
-            self._positions = {name: i for i, name in enumerate(spec.names)}
             self._name_set = frozenset(spec.names)
             self._integer_columns = [i for i, d in enumerate(spec.dtypes) if d.kind in "iu"]
             getter = operator.itemgetter(*spec.names)
@@ -168,9 +168,11 @@ class Validator:
         return self._rows(rows, len(self.spec.names), request.may_hold_bools)
 
     def _check_names(self, names: list, where: str = "the input") -> None:
-        missing = [name for name in self.spec.names if name not in set(names)]
+        # Linear in the number of names sent: a request may carry very many.
+        sent = set(names)
+        missing = [name for name in self.spec.names if name not in sent]
         extra = [name for name in names if name not in self._name_set]
-        duplicated = sorted({name for name in names if names.count(name) > 1}, key=str)
+        duplicated = sorted((name for name, n in Counter(names).items() if n > 1), key=str)
         problems = []
         if missing:
             problems.append(f"missing column(s) {_listing(missing)}")
