@@ -133,6 +133,8 @@ class ScoringService:
                     "model_version": model.identity.version,
                     "served": self.served,
                     "refused": self.refused,
+                    "batched_calls": model.batcher.batches if model.batcher else None,
+                    "batched_rows": model.batcher.rows if model.batcher else None,
                 }
             ),
             media_type=JSON,

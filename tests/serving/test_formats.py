@@ -89,3 +89,40 @@ def test_torch_every_format_matches_mlflow(torch_server, torch_model):
     response = torch_server.post(rows.to_csv(index=False), "text/csv")
     assert response.status_code == 200, response.text
     np.testing.assert_allclose(response.json()["predictions"], direct, rtol=1e-5, atol=1e-7)
+
+
+def test_concurrent_requests_each_get_their_own_rows(
+    sklearn_server, torch_server, sklearn_model, torch_model
+):
+    """Micro-batching merges concurrent requests into one model call; every answer must stay its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    x, _ = digits_frame()
+    servers = {"sklearn": (sklearn_server, sklearn_model), "torch": (torch_server, torch_model)}
+    for kind, (server, registered) in servers.items():
+        model = load_pyfunc(registered.champion_uri, registered.tracking_uri)
+        slices = [x.iloc[i * 3 : i * 3 + 1 + i % 4] for i in range(48)]
+        before = server.get("/health").json()
+
+        def ask(rows, server=server):
+            session = __import__("requests").Session()
+            body = json.dumps({"dataframe_split": rows.to_dict(orient="split")})
+            return session.post(
+                f"{server.url}/invocations",
+                data=body,
+                headers={"Content-Type": "application/json"},
+                timeout=30,
+            ).json()
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(ask, slices))
+        for rows, answer in zip(slices, answers, strict=True):
+            expected = model.predict(rows if kind == "sklearn" else rows.to_numpy(np.float32))
+            if kind == "sklearn":
+                assert answer["predictions"] == expected.tolist()
+            else:
+                np.testing.assert_allclose(answer["predictions"], expected, rtol=1e-5, atol=1e-7)
+        after = server.get("/health").json()
+        calls = after["batched_calls"] - before["batched_calls"]
+        assert after["batched_rows"] - before["batched_rows"] == sum(len(rows) for rows in slices)
+        assert calls <= len(slices), kind
