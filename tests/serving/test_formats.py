@@ -32,6 +32,8 @@ def _requests_for(rows, tensor: bool) -> dict[str, tuple[str, str]]:
         bodies["inputs_columns"] = {"inputs": {c: rows[c].tolist() for c in rows.columns}}
         bodies["instances_records"] = {"instances": rows.to_dict(orient="records")}
         bodies["ints_for_doubles"] = {"dataframe_split": rows.astype(int).to_dict(orient="split")}
+        # Inference params: answered by MLflow's own code path (our pyfunc fallback).
+        bodies["with_params"] = {**split, "params": {"unused": 1}}
     requests_ = {name: (json.dumps(body), "application/json") for name, body in bodies.items()}
     requests_["json_charset"] = (json.dumps(split), "application/json; charset=utf-8")
     if not tensor:
