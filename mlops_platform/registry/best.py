@@ -94,11 +94,18 @@ def ranked_query(
     return filter_, [f"{key} {direction}", "attributes.start_time ASC"]
 
 
-def ready_model_id(client: MlflowClient, run: RunRecord) -> str | None:
-    """The run's newest logged model whose upload finished (status READY), or None."""
+def ready_model_id(client: MlflowClient, run: RunRecord, known_ready: set[str] | None = None) -> str | None:
+    """The run's newest logged model whose upload finished (status READY), or None.
+
+    `known_ready` remembers READY models across calls (READY is final), so promote_best's re-check
+    round does not fetch the same model again.
+    """
     from mlflow.entities import LoggedModelStatus
 
+    known_ready = known_ready if known_ready is not None else set()
     for model_id in run.model_ids:
+        if model_id in known_ready:
+            return model_id
         try:
             model = client.get_logged_model(model_id)
         except Exception as error:
@@ -106,6 +113,7 @@ def ready_model_id(client: MlflowClient, run: RunRecord) -> str | None:
                 continue
             raise
         if model.status == LoggedModelStatus.READY:
+            known_ready.add(model_id)
             return model_id
     return None
 
@@ -166,12 +174,13 @@ def best_in(
     page_size: int = BEST_PAGE_SIZE,
     exclude_model_ids: frozenset[str] = frozenset(),
     label: str | Sequence[str] | None = None,
+    known_ready: set[str] | None = None,
 ) -> BestRun:
     """find_best_run on resolved experiment ids; runs whose model is in `exclude_model_ids` are skipped
     (promote_best passes the models that were rolled back). `label` names the experiment in errors."""
     skipped_without_model = skipped_excluded = 0
     for record in iter_ranked(client, experiment_ids, metric, mode, filter_string, page_size):
-        model_id = ready_model_id(client, record)
+        model_id = ready_model_id(client, record, known_ready)
         if model_id is None:
             skipped_without_model += 1
             continue

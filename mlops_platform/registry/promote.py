@@ -289,9 +289,9 @@ def judge(
 
 
 def versions_of(client: MlflowClient, model_name: str, best: BestRun) -> list[ModelVersion]:
-    """READY versions of the best run's logged model, lowest version first."""
+    """Usable versions of the best run's logged model, lowest version first."""
     found = client.search_model_versions(f"name = '{model_name}' AND run_id = '{best.run_id}'")
-    matching = [v for v in found if v.source == best.model_uri and v.status == "READY"]
+    matching = [v for v in found if v.source == best.model_uri and v.status != "FAILED_REGISTRATION"]
     return sorted(matching, key=lambda v: int(v.version))
 
 
@@ -325,8 +325,14 @@ def ensure_version(
         except Exception as error:  # a racing promoter created it first: fine
             if getattr(error, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
                 raise
+    # No waiting: a SQL-backed registry creates versions READY, and polling costs a round trip.
     created = client.create_model_version(
-        model_name, source=best.model_uri, run_id=best.run_id, tags=tags, model_id=best.model_id
+        model_name,
+        source=best.model_uri,
+        run_id=best.run_id,
+        tags=tags,
+        await_creation_for=0,
+        model_id=best.model_id,
     )
     lowest = versions_of(client, model_name, best)[0].version
     if lowest != created.version:
@@ -400,6 +406,8 @@ def promote_best(
     client = client_for(uri)
     experiment_ids = resolve_experiment_ids(client, experiment)
 
+    known_ready: set[str] = set()
+
     def decide() -> tuple[BestRun, Champion | None, bool, Verdict]:
         aliases, champion = current_champion(client, model_name, alias, metric)
         # Only a rollback tags versions, and a rollback always leaves @previous behind.
@@ -413,6 +421,7 @@ def promote_best(
             filter_string,
             exclude_model_ids=excluded,
             label=experiment,
+            known_ready=known_ready,
         )
         verdict = judge(
             client,
