@@ -191,6 +191,8 @@ def create_app(config: ServeConfig) -> Starlette:
     from mlops_platform.settings import resolve_tracking_uri
 
     _configure_logging()
+    # A progress bar per model download is noise in a server log (and on every reload).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     tracking_uri = resolve_tracking_uri(config.tracking_uri)
     model = load_served_model(config.model_uri, tracking_uri, config.max_batch_size, config.max_wait_ms)
     service = ScoringService(config, tracking_uri, model)
