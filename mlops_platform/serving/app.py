@@ -129,6 +129,7 @@ class ScoringService:
             orjson.dumps(
                 {
                     "status": "ok",
+                    "uptime_s": round(time.time() - self.started_at, 1),
                     "model_name": model.identity.name,
                     "model_version": model.identity.version,
                     "served": self.served,

@@ -59,18 +59,24 @@ class MicroBatcher:
             try:
                 joined = inputs[0] if len(inputs) == 1 else np.concatenate(inputs)
                 output = await loop.run_in_executor(self._executor, self._fn, joined)
-            except Exception as error:  # the model's failure belongs to each waiting request
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
+            except Exception as error:
+                # One request's rows must not fail its neighbours': retry each alone, so the failure
+                # lands only on the request that causes it.
+                if len(batch) == 1:
+                    _settle(batch[0][1], error=error)
+                else:
+                    for rows, future in batch:
+                        try:
+                            _settle(future, await loop.run_in_executor(self._executor, self._fn, rows))
+                        except Exception as alone:
+                            _settle(future, error=alone)
                 continue
             self.batches += 1
             self.rows += len(joined)
             start = 0
             for rows, future in batch:
                 stop = start + len(rows)
-                if not future.done():  # a client that went away leaves a cancelled future
-                    future.set_result(output[start:stop])
+                _settle(future, output[start:stop])
                 start = stop
 
     async def _collect(self) -> list[tuple[np.ndarray, asyncio.Future]]:
@@ -93,3 +99,12 @@ class MicroBatcher:
             batch.append((rows, future))
             size += len(rows)
         return batch
+
+
+def _settle(future: asyncio.Future, result: object = None, error: BaseException | None = None) -> None:
+    if future.done():  # a client that went away leaves a cancelled future
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
