@@ -97,13 +97,18 @@ class TrackedRun:
         )
         self._sender = Sender(self._journal, self.client, self.run_id, interval=tracker.send_interval)
         self._sender.start()
-        self.set_tags({**standard_tags(self._entry_point), **self._user_tags})
-        self._heartbeat = Heartbeat(self.client, self.run_id, tracker.heartbeat_interval)
-        self._heartbeat.start()
-        if tracker.system_metrics_interval:
-            self._sampler = SystemMetricsSampler(self.log_metrics, tracker.system_metrics_interval)
-            self._sampler.start()
-        self._install_signal_handlers()
+        try:
+            self.set_tags({**standard_tags(self._entry_point), **self._user_tags})
+            self._heartbeat = Heartbeat(self.client, self.run_id, tracker.heartbeat_interval)
+            self._heartbeat.start()
+            if tracker.system_metrics_interval:
+                self._sampler = SystemMetricsSampler(self.log_metrics, tracker.system_metrics_interval)
+                self._sampler.start()
+            self._install_signal_handlers()
+        except BaseException:  # a run that cannot start properly still ends, and releases its journal
+            self._restore_signal_handlers()
+            self._close("FAILED")
+            raise
         if tracker.replay_on_start:
             tracker.replay_orphans(exclude={self.run_id})
         return self

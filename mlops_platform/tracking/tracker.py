@@ -26,7 +26,7 @@ class Tracker:
         send_interval: seconds between the sender's looks at the journal (it also wakes on flush).
         heartbeat_interval: seconds between heartbeats (env MLOPS_HEARTBEAT_INTERVAL, default 30).
         system_metrics_interval: seconds between system-metric points; 0 turns them off
-            (env MLOPS_SYSTEM_METRICS_INTERVAL, default 30).
+            (env MLOPS_SYSTEM_METRICS_INTERVAL, default 10, as MLflow samples).
         close_timeout: how long the end of a run waits for delivery before leaving the rest to
             `mlops sync`.
         replay_on_start: deliver journals that dead processes left behind, in the background, when a
@@ -54,7 +54,7 @@ class Tracker:
         self.system_metrics_interval = (
             system_metrics_interval
             if system_metrics_interval is not None
-            else _env_float("MLOPS_SYSTEM_METRICS_INTERVAL", 30.0)
+            else _env_float("MLOPS_SYSTEM_METRICS_INTERVAL", 10.0)
         )
         self.close_timeout = close_timeout
         self.replay_on_start = replay_on_start
