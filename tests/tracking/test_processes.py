@@ -47,13 +47,14 @@ def _steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, key))
 
 
-def test_sigterm_marks_killed_after_delivering(sqlite_tracking_uri, fresh_experiment) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_marks_killed_after_delivering(sqlite_tracking_uri, fresh_experiment, sig) -> None:
     name, _ = fresh_experiment(sqlite_tracking_uri)
     trainer = _start_trainer(name, "--step-seconds", "0.005", "--report-at", "100")
     run_id = _read_until(trainer, "run")
     _read_until(trainer, "logged")
-    trainer.send_signal(signal.SIGTERM)
-    assert trainer.wait(timeout=60) == 128 + signal.SIGTERM
+    trainer.send_signal(sig)
+    assert trainer.wait(timeout=60) == 128 + sig
     client = MlflowClient(sqlite_tracking_uri)
     run = client.get_run(run_id)
     assert run.info.status == "KILLED"
