@@ -38,14 +38,14 @@ _D = ServeConfig(model_uri="")
     default=_D.max_batch_size,
     show_default=True,
     type=int,
-    help="Most rows in one micro-batched torch forward pass.",
+    help="Most rows in one micro-batched model call.",
 )
 @click.option(
     "--max-wait-ms",
     default=_D.max_wait_ms,
     show_default=True,
     type=float,
-    help="Longest a torch request waits for others to share its batch.",
+    help="Longest a request waits for others to share its batch.",
 )
 @click.option(
     "--max-body-bytes",

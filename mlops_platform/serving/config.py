@@ -18,8 +18,8 @@ class ServeConfig:
         workers: uvicorn worker processes, each with its own copy of the model.
         reload_interval: seconds between checks of the alias in ``model_uri``; 0 turns following off.
         log_predictions: a JSON-lines file that served inputs and outputs are appended to; None: off.
-        max_batch_size: most rows one torch forward pass takes when concurrent requests are batched.
-        max_wait_ms: longest a request waits for others to share its torch batch.
+        max_batch_size: most rows one model call takes when concurrent requests are micro-batched.
+        max_wait_ms: longest a request waits for others to share its batch.
         max_body_bytes: larger request bodies are refused with 413 before they are read whole.
     """
 
@@ -30,7 +30,7 @@ class ServeConfig:
     workers: int = 1
     reload_interval: float = 0.0
     log_predictions: str | None = None
-    max_batch_size: int = 256
+    max_batch_size: int = 1024
     max_wait_ms: float = 2.0
     max_body_bytes: int = 10 * 1024 * 1024
 

@@ -117,7 +117,8 @@ class Validator:
             array = self._tensor_array(request)
         if array.shape[0] == 0:
             raise invalid_input("empty input: the request holds no rows")
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
+        # Only CSV can carry NaN or inf: orjson refuses NaN/Infinity literals and numbers beyond double.
+        if request.format == CSV and array.dtype.kind == "f" and not np.isfinite(array).all():
             row, column = np.argwhere(~np.isfinite(array))[0][:2]
             raise invalid_input(f"non-finite value at row {row}, {self._column_name(column)}")
         return np.asarray(array, dtype=self.dtype, order=self.order)

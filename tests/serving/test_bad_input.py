@@ -140,6 +140,13 @@ def _cases() -> list[tuple[str, object, str, int, str]]:
             "empty value",
         ),
         ("CSV row too short", ",".join(columns) + "\n1,2\n", "text/csv", 422, "CSV row 1 has 2 values"),
+        (
+            "CSV with NaN",
+            ",".join(columns) + "\n" + ",".join(["nan"] + ["0"] * 63) + "\n",
+            "text/csv",
+            422,
+            "non-finite value at row 0, column 'pixel_0_0'",
+        ),
         ("CSV only a header", ",".join(columns) + "\n", "text/csv", 422, "empty input"),
     ]
 
