@@ -97,7 +97,7 @@ def synthetic_step(seconds: float = 0.010) -> None:
 
 
 def bench_overhead(
-    uri: str, experiment: str, steps: int, rounds: int = 5, send_interval: float = 0.2
+    uri: str, experiment: str, steps: int, rounds: int = 5, send_interval: float = 1.0
 ) -> tuple[float, float, float]:
     """Per-step time without and with logging; `send_interval` 3600 defers delivery to the final flush."""
     from mlops_platform.tracking import Tracker

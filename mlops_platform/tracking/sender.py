@@ -23,7 +23,7 @@ class Sender:
         journal: Journal,
         client,
         run_id: str,
-        interval: float = 0.2,
+        interval: float = 1.0,
         max_backoff: float = 10.0,
         fsync_interval: float = 1.0,
     ):

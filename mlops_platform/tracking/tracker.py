@@ -23,7 +23,8 @@ class Tracker:
     Args:
         tracking_uri: the server; None resolves it with `settings.resolve_tracking_uri()` when a run starts.
         home: where journals live; default `$MLOPS_HOME`.
-        send_interval: seconds between the sender's looks at the journal (it also wakes on flush).
+        send_interval: seconds between the sender's looks at the journal (it also wakes on flush). Each
+            look sends everything that accumulated; fewer, fuller requests cost the server less CPU.
         heartbeat_interval: seconds between heartbeats (env MLOPS_HEARTBEAT_INTERVAL, default 30).
         system_metrics_interval: seconds between system-metric points; 0 turns them off
             (env MLOPS_SYSTEM_METRICS_INTERVAL, default 10, as MLflow samples).
@@ -37,7 +38,7 @@ class Tracker:
         self,
         tracking_uri: str | None = None,
         home: Path | None = None,
-        send_interval: float = 0.2,
+        send_interval: float = 1.0,
         heartbeat_interval: float | None = None,
         system_metrics_interval: float | None = None,
         close_timeout: float = 30.0,

@@ -19,7 +19,7 @@ def main() -> None:
     parser.add_argument("experiment")
     parser.add_argument("--steps", type=int, default=10**9)
     parser.add_argument("--step-seconds", type=float, default=0.0)
-    parser.add_argument("--send-interval", type=float, default=0.2)
+    parser.add_argument("--send-interval", type=float, default=1.0)
     parser.add_argument("--heartbeat-interval", type=float, default=30.0)
     parser.add_argument("--report-at", type=int, default=0)
     args = parser.parse_args()
