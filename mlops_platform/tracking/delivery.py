@@ -16,8 +16,10 @@ import json
 import logging
 import math
 import shutil
+import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -29,6 +31,7 @@ _log = logging.getLogger(__name__)
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_TAGS_PER_BATCH = 100
 MAX_ENTITIES_PER_BATCH = 1000
+MAX_IN_FLIGHT = 2
 
 
 class TransientDeliveryError(Exception):
@@ -80,6 +83,31 @@ class _Batch:
         return bool(self.metrics or self.params or self.tags)
 
 
+class _InFlight:
+    """One `log_batch` request on its own daemon thread (a request stuck on a dead server must not
+    keep the process from exiting, as an executor's threads would)."""
+
+    def __init__(self, post: Callable[[_Batch], None], batch: _Batch):
+        self.batch = batch
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(post,), name="mlops-post", daemon=True)
+        self._thread.start()
+
+    def _run(self, post: Callable[[_Batch], None]) -> None:
+        try:
+            post(self.batch)
+        except BaseException as error:
+            self._error = error
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
 class BatchPoster:
     """`log_batch` for a client, cheap on the client side.
 
@@ -96,6 +124,7 @@ class BatchPoster:
         self.client = client
         store = client._tracking_client.store
         self._rest = store if isinstance(store, RestStore) else None
+        self.is_rest = self._rest is not None
         if self._rest is not None:
             self._endpoint, self._method = RestStore._METHOD_TO_INFO[LogBatch]
 
@@ -148,6 +177,7 @@ class Delivery:
         self.counts = DeliveryCounts()
         self._on_ack = on_ack
         self._acked = journal.acked()
+        self._in_flight: deque[_InFlight] = deque()
 
     @property
     def acked(self) -> int:
@@ -176,6 +206,7 @@ class Delivery:
             data = record.data
             if "e" in data or "a" in data:
                 self._send(batch)
+                self._settle(keep=0)
                 if "e" in data:
                     self._end(data["e"], data["t"], record.end)
                 else:
@@ -197,20 +228,53 @@ class Delivery:
             batch.tags.extend({"key": k, "value": v} for k, v in tags.items())
             batch.end = record.end
         self._send(batch)
+        self._settle(keep=0)
 
     def _send(self, batch: _Batch) -> None:
+        if batch and self.poster.is_rest and not batch.params and not batch.tags:
+            # Metrics-only batches go out two at a time: the server parses one while it writes the
+            # other. Their order does not matter (every row keeps its own step and timestamp);
+            # params and tags, where the last write wins, go alone and in order.
+            self._in_flight.append(_InFlight(self._post, batch))
+            self._settle(keep=MAX_IN_FLIGHT - 1)
+            return
+        self._settle(keep=0)
         if batch:
-            try:
-                self.poster.log_batch(self.run_id, batch.metrics, batch.params, batch.tags)
-            except Exception as error:
-                if not is_permanent(error):
-                    raise TransientDeliveryError(str(error)) from error
-                self._send_one_by_one(batch)
-            self.counts.metrics += len(batch.metrics)
-            self.counts.params += len(batch.params)
-            self.counts.tags += len(batch.tags)
+            self._post(batch)
+            self._count(batch)
         if batch.end > self._acked:
             self._acknowledge(batch.end)
+
+    def _settle(self, keep: int) -> None:
+        """Wait for the oldest requests in flight until `keep` remain; acknowledge them in order."""
+        while len(self._in_flight) > keep:
+            oldest = self._in_flight[0]
+            try:
+                oldest.result()
+            except BaseException:
+                # Nothing past a failed request is acknowledged: a later one that got through is sent
+                # again next time and stored once (see the module docstring).
+                for request in self._in_flight:
+                    request.wait()
+                self._in_flight.clear()
+                raise
+            self._in_flight.popleft()
+            self._count(oldest.batch)
+            if oldest.batch.end > self._acked:
+                self._acknowledge(oldest.batch.end)
+
+    def _post(self, batch: _Batch) -> None:
+        try:
+            self.poster.log_batch(self.run_id, batch.metrics, batch.params, batch.tags)
+        except Exception as error:
+            if not is_permanent(error):
+                raise TransientDeliveryError(str(error)) from error
+            self._send_one_by_one(batch)
+
+    def _count(self, batch: _Batch) -> None:
+        self.counts.metrics += len(batch.metrics)
+        self.counts.params += len(batch.params)
+        self.counts.tags += len(batch.tags)
 
     def _send_one_by_one(self, batch: _Batch) -> None:
         """A batch the server refused: send its parts alone and keep only the refused ones aside."""
