@@ -171,7 +171,10 @@ def test_server_killed_and_restarted_mid_run_loses_nothing(tmp_path, capfd) -> N
         assert client.get_run(run.run_id).info.status == "FINISHED"
         durations.sort()
         assert durations[len(durations) // 2] < 0.001  # the median call is microseconds
-        assert durations[-1] < 0.05, f"slowest log_metrics call took {durations[-1] * 1000:.1f} ms"
+        assert durations[int(len(durations) * 0.99)] < 0.005
+        # Waiting on the dead server would take seconds (connection retries); the bound leaves room
+        # only for the OS descheduling us on a busy machine.
+        assert durations[-1] < 0.2, f"slowest log_metrics call took {durations[-1] * 1000:.1f} ms"
 
         # The run that ended during the outage said so and kept its journal; `sync` delivers it.
         assert f"run {late.run_id} ended FINISHED but" in capfd.readouterr().err
