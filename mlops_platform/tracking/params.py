@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -61,8 +62,13 @@ def same_param_value(stored: str, value: Any) -> bool:
 
     `mlflow run -P lr=1e-3` stores "1e-3" where the resolved config says 0.001; "" / "None" stand for
     None; "true"/"True" for True. Only equal meanings count; anything else is a real conflict.
+    `mlflow run` stores each value shell-quoted, as it put it on the command line (an unset value is
+    the two characters "''"), so a stored value is compared unquoted.
     """
     new = param_string(value)
+    if stored == new:
+        return True
+    stored = _shell_unquoted(stored)
     if stored == new:
         return True
     if stored.strip().lower() in _NONE_SPELLINGS and new.strip().lower() in _NONE_SPELLINGS:
@@ -74,6 +80,17 @@ def same_param_value(stored: str, value: Any) -> bool:
     except ValueError:
         return False
     return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def _shell_unquoted(text: str) -> str:
+    """ "'a b'" -> "a b", "''" -> ""; text that is not one shell word comes back as it is."""
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        return text
+    if not words:
+        return "" if text.strip() else text
+    return words[0] if len(words) == 1 else text
 
 
 def prepare_params(params: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str]]:

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -308,7 +309,10 @@ class TrackedRun:
         from mlflow.entities import DatasetInput, InputTag
         from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-        dataset = mlflow.data.from_pandas(frame, name=name, targets=targets)
+        with warnings.catch_warnings():
+            # MLflow's hint about integer columns concerns serving signatures, not dataset records.
+            warnings.filterwarnings("ignore", message=".*Inferred schema contains integer column")
+            dataset = mlflow.data.from_pandas(frame, name=name, targets=targets)
         entity = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
         self.client.log_inputs(self.run_id, datasets=[entity])
         return dataset

@@ -24,13 +24,28 @@ def test_flatten_nested_configs() -> None:
 
 @pytest.mark.parametrize(
     ("stored", "value"),
-    [("1e-3", 0.001), ("", None), ("None", None), ("10", 10), ("10", 10.0), ("true", True), ("adam", "adam")],
+    [
+        ("1e-3", 0.001),
+        ("", None),
+        ("None", None),
+        ("10", 10),
+        ("10", 10.0),
+        ("true", True),
+        ("adam", "adam"),
+        # `mlflow run` logs values shell-quoted, as they stood on the command line.
+        ("''", None),
+        ("''", ""),
+        ("'params.model = '\"'\"'cnn'\"'\"''", "params.model = 'cnn'"),
+    ],
 )
 def test_same_meaning_is_not_a_conflict(stored: str, value) -> None:
     assert same_param_value(stored, value)
 
 
-@pytest.mark.parametrize(("stored", "value"), [("1e-3", 0.01), ("", 0), ("adam", "sgd"), ("true", False)])
+@pytest.mark.parametrize(
+    ("stored", "value"),
+    [("1e-3", 0.01), ("", 0), ("adam", "sgd"), ("true", False), ("''", "x"), ("'a b'", "a")],
+)
 def test_different_meaning_is_a_conflict(stored: str, value) -> None:
     assert not same_param_value(stored, value)
 
