@@ -21,28 +21,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
-from mlops_platform.server import LocalTrackingServer, ServerConfig, free_port
+from mlops_platform.server import throwaway_server_unless
 
 REPO = Path(__file__).resolve().parents[1]
 ACCURACY_GOAL = 0.985
 WALL_GOAL_SECONDS = 120.0
-
-
-@contextmanager
-def tracking_server(uri: str | None):
-    if uri:
-        yield uri
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        server = LocalTrackingServer(ServerConfig(home=Path(tmp), port=free_port()))
-        server.start()
-        try:
-            yield server.url
-        finally:
-            server.stop()
 
 
 def summary(client, run_id: str) -> dict:
@@ -110,7 +95,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="1,2", help="extra seeds run in this process")
     parser.add_argument("--no-mlflow-run", action="store_true", help="skip the `mlflow run .` row")
     args = parser.parse_args()
-    with tracking_server(args.tracking_uri) as uri, tempfile.TemporaryDirectory() as home:
+    with throwaway_server_unless(args.tracking_uri) as uri, tempfile.TemporaryDirectory() as home:
         os.environ["MLOPS_HOME"] = home
         from mlflow import MlflowClient
 

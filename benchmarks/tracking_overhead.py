@@ -19,24 +19,8 @@ import os
 import statistics
 import tempfile
 import time
-from contextlib import contextmanager
-from pathlib import Path
 
-from mlops_platform.server import LocalTrackingServer, ServerConfig, free_port
-
-
-@contextmanager
-def tracking_server(uri: str | None):
-    if uri:
-        yield uri
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        server = LocalTrackingServer(ServerConfig(home=Path(tmp), port=free_port()))
-        server.start()
-        try:
-            yield server.url
-        finally:
-            server.stop()
+from mlops_platform.server import throwaway_server_unless
 
 
 def metric_dicts(count: int, width: int) -> list[dict[str, float]]:
@@ -137,7 +121,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("MLOPS_HOME", tempfile.mkdtemp(prefix="mlops-bench-"))
 
-    with tracking_server(args.tracking_uri) as uri:
+    with throwaway_server_unless(args.tracking_uri) as uri:
         import mlflow
         from mlflow import MlflowClient
 

@@ -24,31 +24,16 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from mlops_platform.config.train_torch import TorchTrainConfig
-from mlops_platform.server import LocalTrackingServer, ServerConfig, free_port
+from mlops_platform.server import throwaway_server_unless
 from mlops_platform.training.device import configure_cpu_threads, resolve_precision
 from mlops_platform.training.torch_job import new_model, prepare_data
 from mlops_platform.training.torch_loop import TensorData, Trainer, seed_everything
-
-
-@contextmanager
-def tracking_server(uri: str | None):
-    if uri:
-        yield uri
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        server = LocalTrackingServer(ServerConfig(home=Path(tmp), port=free_port()))
-        server.start()
-        try:
-            yield server.url
-        finally:
-            server.stop()
 
 
 def bare_loop(
@@ -183,7 +168,7 @@ def main() -> None:
         if values["model"] in args.models.split(",")
     }
     kinds = ("bare", "plain mlflow", "ours")
-    with tracking_server(args.tracking_uri) as uri:
+    with throwaway_server_unless(args.tracking_uri) as uri:
         from mlflow import MlflowClient
 
         experiment = f"training-throughput-{int(time.time())}"

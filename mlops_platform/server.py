@@ -14,7 +14,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -312,3 +315,21 @@ def _wait_gone(pid: int, timeout: float) -> bool:
     except psutil.Error:
         return True
     return True
+
+
+@contextmanager
+def throwaway_server_unless(uri: str | None) -> Iterator[str]:
+    """Yield `uri` when given; otherwise a fresh local server on a temporary store, stopped afterwards.
+
+    For benchmarks and notebooks that should measure against a real server without leaving one behind.
+    """
+    if uri:
+        yield uri
+        return
+    with tempfile.TemporaryDirectory(prefix="mlops-server-") as home:
+        server = LocalTrackingServer(ServerConfig(home=Path(home), port=free_port()))
+        server.start()
+        try:
+            yield server.url
+        finally:
+            server.stop()
