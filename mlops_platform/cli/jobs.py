@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import click
@@ -46,6 +47,27 @@ def _option_for(name: str, field: Any) -> click.Option:
     )
 
 
+def _explain_on_mlflow_run(message: str) -> None:
+    """Under `mlflow run` the run exists before our parameters are checked: say on it why it failed.
+
+    MLflow then marks it FAILED; the tag puts the reason where the UI and searches show it, instead of
+    leaving an empty failed run. Outside `mlflow run` no run exists and nothing is written.
+    """
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from mlops_platform.settings import resolve_tracking_uri
+    from mlops_platform.tracking.tags import ERROR_TAG
+
+    try:
+        MlflowClient(resolve_tracking_uri()).set_tag(run_id, ERROR_TAG, message[:5000])
+    except MlflowException as error:  # the parameter error below is what the user must see
+        click.echo(f"warning: could not tag run {run_id} with the error: {error}", err=True)
+
+
 def job_command(entry: EntryPoint) -> click.Command:
     """The `mlops` subcommand of one entry point."""
     config_class = entry.load_config_class()
@@ -54,6 +76,7 @@ def job_command(entry: EntryPoint) -> click.Command:
         try:
             config = config_class.parse(values)
         except ConfigError as error:
+            _explain_on_mlflow_run(str(error))
             raise click.UsageError(str(error)) from None
         try:
             entry.load_job()(config)

@@ -247,3 +247,5 @@ def test_invalid_hyperparameter_fails_the_mlflow_run_naming_it(mlflow_runs, sqli
     runs = MlflowClient(sqlite_server.url).search_runs([mlflow_run.experiment_id])
     assert [run.info.status for run in runs] == ["FAILED"]
     assert runs[0].data.metrics == {}
+    # ... and it says why, for whoever finds it in the UI.
+    assert "n_neighbors=3" in runs[0].data.tags["mlops.error"]
