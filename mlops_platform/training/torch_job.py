@@ -22,6 +22,7 @@ SAME run is continued, and metric (key, step) pairs the run already holds are no
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,6 +174,7 @@ def train_with_tracking(
             tags["mlops.sanity_check_loss"] = f"{sanity_loss:.5f}"
         if resume_state is not None:
             tags["mlops.resumed_from_epoch"] = str(resume_state["epoch"])
+            point_launcher_run_at(run)
         run.set_tags(tags)
         sink = run if resume_state is None else SkipLogged(run, logged_steps(run))
         trainer = Trainer(
@@ -204,6 +206,12 @@ def train_with_tracking(
 
 
 # -------------------------------------------------------------------------------------------- resume
+def point_launcher_run_at(run: Any) -> None:
+    """`mlflow run -P resume_from=ID` creates a run of its own before this job starts; the training
+    continues in run ID, so the launcher's run says where to look instead of standing empty."""
+    launcher_run_id = os.environ.get("MLFLOW_RUN_ID")
+    if launcher_run_id and launcher_run_id != run.run_id:
+        run.client.set_tag(launcher_run_id, "mlops.resumed_run_id", run.run_id)
 
 
 def fetch_checkpoint(run_id: str) -> dict[str, Any]:

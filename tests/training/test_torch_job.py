@@ -308,3 +308,22 @@ def test_mlflow_run_smoke(params, sqlite_tracking_uri, fresh_experiment):
     assert probabilities.shape == (len(raw), dataset.n_classes)
     accuracy = (probabilities.argmax(axis=1) == dataset.encode_target(dataset.target)).mean()
     assert accuracy > 0.8
+
+
+def test_launcher_run_of_a_resume_points_at_the_continued_run(
+    sqlite_tracking_uri, fresh_experiment, monkeypatch
+):
+    """`mlflow run -P resume_from=ID` made a run before the job started; it is tagged with ID."""
+    from mlflow import MlflowClient
+
+    from mlops_platform.tracking import Tracker
+
+    _, experiment_id = fresh_experiment(sqlite_tracking_uri)
+    client = MlflowClient(sqlite_tracking_uri)
+    launcher = client.create_run(experiment_id).info.run_id
+    continued = client.create_run(experiment_id).info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", launcher)
+    with Tracker(sqlite_tracking_uri).run(resume_run_id=continued) as run:
+        torch_job.point_launcher_run_at(run)
+    assert client.get_run(launcher).data.tags["mlops.resumed_run_id"] == continued
+    assert "mlops.resumed_run_id" not in client.get_run(continued).data.tags
