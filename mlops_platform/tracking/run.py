@@ -313,7 +313,10 @@ class TrackedRun:
             # MLflow's hint about integer columns concerns serving signatures, not dataset records.
             warnings.filterwarnings("ignore", message=".*Inferred schema contains integer column")
             dataset = mlflow.data.from_pandas(frame, name=name, targets=targets)
-        entity = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
+            # The schema is inferred here, lazily, so the entity is built under the same filter.
+            entity = DatasetInput(
+                dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]
+            )
         self.client.log_inputs(self.run_id, datasets=[entity])
         return dataset
 
