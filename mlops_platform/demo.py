@@ -20,7 +20,7 @@ import requests
 
 from mlops_platform.demo_config import DemoConfig
 from mlops_platform.errors import UserError
-from mlops_platform.server import LocalTrackingServer, ServerConfig, free_port, port_in_use
+from mlops_platform.server import LocalTrackingServer, ServerConfig, free_port, port_in_use, wait_for_health
 from mlops_platform.settings import experiment_ui_url, mlops_home
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -65,18 +65,8 @@ def _serve_and_predict(model_uri: str, port: int, env: dict[str, str]) -> tuple[
     process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise UserError(f"the model server exited with code {process.returncode}")
-            try:
-                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise UserError("the model server did not answer /ping within 120 s")
-            time.sleep(0.3)
+        if not wait_for_health(url, 120, process, path="/ping"):
+            raise UserError(f"the model server did not answer /ping (exit code {process.poll()})")
         example = _demo_row()
         response = requests.post(f"{url}/invocations", json=example["payload"], timeout=30)
         response.raise_for_status()

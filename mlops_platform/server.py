@@ -148,14 +148,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_health(url: str, timeout: float, process: subprocess.Popen | None = None) -> bool:
-    """Poll `<url>/health` until it answers 200, the process exits, or `timeout` passes."""
+def wait_for_health(
+    url: str, timeout: float, process: subprocess.Popen | None = None, path: str = "/health"
+) -> bool:
+    """Poll `<url><path>` until it answers 200, the process exits, or `timeout` passes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             return False
         try:
-            if requests.get(f"{url}/health", timeout=2).status_code == 200:
+            if requests.get(f"{url}{path}", timeout=2).status_code == 200:
                 return True
         except requests.RequestException:
             pass
