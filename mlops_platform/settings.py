@@ -6,12 +6,11 @@ test (or a notebook) can point MLOPS_HOME and MLFLOW_TRACKING_URI anywhere befor
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 DEFAULT_HOME = ".mlops"
-# The state file `mlops server start` writes; its `url` is the local server's address.
+# The state file `mlops server start` writes (pid, start time, url, stores).
 SERVER_STATE_FILE = "server.json"
 
 
@@ -21,12 +20,15 @@ def mlops_home() -> Path:
 
 
 def local_server_url(home: Path | None = None) -> str | None:
-    """The URL of the server `mlops server start` started under `home`, if its state file exists."""
-    state_file = (home or mlops_home()) / SERVER_STATE_FILE
-    try:
-        return json.loads(state_file.read_text())["url"]
-    except (OSError, ValueError, KeyError):
-        return None
+    """The URL of the server `mlops server start` started under `home`, while that process lives.
+
+    A state file left by a crashed server does not count: the server module checks the recorded pid
+    is still the process it started.
+    """
+    from mlops_platform.server import LocalTrackingServer, ServerConfig
+
+    state = LocalTrackingServer(ServerConfig(home=home or mlops_home())).state()
+    return state["url"] if state else None
 
 
 def resolve_tracking_uri(explicit: str | None = None) -> str:

@@ -101,3 +101,29 @@ def test_fixture_servers_answer_on_both_backends(tracking_uri: str, experiment_i
     run = mlflow_client.create_run(experiment_id)
     mlflow_client.log_metric(run.info.run_id, "m", 1.0)
     assert mlflow_client.get_run(run.info.run_id).data.metrics == {"m": 1.0}
+
+
+def test_tracking_uri_falls_back_to_a_live_local_server_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A state file left behind by a crashed server is not taken for a running one."""
+    import json
+
+    from mlops_platform.server import LocalTrackingServer, ServerConfig
+    from mlops_platform.settings import local_server_url, resolve_tracking_uri
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("MLOPS_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (home / "server.json").write_text(
+        json.dumps({"pid": 999_999_999, "create_time": 0.0, "url": "http://x:1"})
+    )
+    assert local_server_url() is None
+    assert resolve_tracking_uri() != "http://x:1"
+
+    server = LocalTrackingServer(ServerConfig(home=home, port=free_port(), workers=1))
+    server.start()
+    try:
+        assert resolve_tracking_uri() == server.url
+        assert resolve_tracking_uri("http://explicit:5000") == "http://explicit:5000"
+    finally:
+        server.stop()

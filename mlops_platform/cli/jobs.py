@@ -37,7 +37,7 @@ def _option_for(name: str, field: Any) -> click.Option:
         param_type = _OptionalScalar(_CLICK_TYPES[scalar_type(field.annotation)])
     else:
         param_type = _CLICK_TYPES[scalar_type(field.annotation)]
-    default = mlproject_default(field.default) if field.default is None else field.default
+    default = mlproject_default(None) if field.default is None else field.default
     return click.Option(
         [f"--{name.replace('_', '-')}", name],
         type=param_type,
