@@ -47,6 +47,7 @@ from mlops_platform.training.models import ExportedClassifier, Standardizer, bui
 from mlops_platform.training.torch_loop import (
     EPOCH_METRICS,
     STEP_METRICS,
+    EpochCallback,
     FitResult,
     TensorData,
     Trainer,
@@ -125,12 +126,13 @@ def checkpoint_path(run_id: str) -> Path:
 # ------------------------------------------------------------------------------------------------- job
 
 
-def run(config: TorchTrainConfig, tracker: Any = None) -> str:
+def run(config: TorchTrainConfig, tracker: Any = None, on_epoch_end: EpochCallback | None = None) -> str:
     """Train, evaluate and log one model; see the module docstring. Returns the run id.
 
     Args:
         config: the parsed config.
         tracker: a `Tracker` (default: one on the resolved tracking URI) or a `RecordingTracker`.
+        on_epoch_end: called with (epoch, epoch metrics) after each epoch (see `Trainer`).
     """
     resume_state: dict[str, Any] | None = None
     if config.resume_from:
@@ -143,7 +145,9 @@ def run(config: TorchTrainConfig, tracker: Any = None) -> str:
     seed_everything(config.seed, config.deterministic, device)
     model = new_model(config, prepared)
     sanity_loss = overfit_one_batch(model, config, precision, prepared.train) if config.sanity_check else None
-    return train_with_tracking(config, prepared, model, precision, resume_state, sanity_loss, tracker)
+    return train_with_tracking(
+        config, prepared, model, precision, resume_state, sanity_loss, tracker, on_epoch_end
+    )
 
 
 def train_with_tracking(
@@ -154,6 +158,7 @@ def train_with_tracking(
     resume_state: dict[str, Any] | None,
     sanity_loss: float | None,
     tracker: Any = None,
+    on_epoch_end: EpochCallback | None = None,
 ) -> str:
     """Open the run (new, `mlflow run`'s, or the resumed one), train, evaluate, log; return the run id."""
     if tracker is None:
@@ -186,6 +191,7 @@ def train_with_tracking(
             checkpoint_path=checkpoint_path(run.run_id),
             # Runs on the checkpoint writer's thread: training does not wait on the upload.
             on_checkpoint=lambda written: run.log_artifact(str(written), CHECKPOINT_ARTIFACT_DIR),
+            on_epoch_end=on_epoch_end,
         )
         if resume_state is not None:
             trainer.load_state_dict(resume_state)

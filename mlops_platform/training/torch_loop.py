@@ -57,6 +57,10 @@ SANITY_MAX_STEPS = 300
 SANITY_LOSS_THRESHOLD = 0.05
 
 
+# (epoch, the epoch's metrics): how a caller watches training, e.g. a sweep reporting to its pruner.
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
 class MetricsSink(Protocol):
     """The one thing the loop needs from a tracker."""
 
@@ -193,6 +197,8 @@ class Trainer:
             returns once the last one is written); None disables checkpoints.
         on_checkpoint: called with the path after each checkpoint is written (e.g. to log it to the
             run), on the writer's thread.
+        on_epoch_end: called with (epoch, that epoch's metrics) after each epoch is logged and judged,
+            on the training thread; what it raises (a sweep's "prune this trial") ends the fit.
         progress: show a tqdm bar; by default only when stdout is a terminal.
     """
 
@@ -206,6 +212,7 @@ class Trainer:
         *,
         checkpoint_path: str | Path | None = None,
         on_checkpoint: Callable[[Path], None] | None = None,
+        on_epoch_end: EpochCallback | None = None,
         progress: bool | None = None,
     ) -> None:
         self.config = config
@@ -216,6 +223,7 @@ class Trainer:
         self.n_classes = n_classes
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
         self.on_checkpoint = on_checkpoint
+        self.on_epoch_end = on_epoch_end
         self._writer: BackgroundCheckpointWriter | None = None
         self.progress = sys.stdout.isatty() if progress is None else progress
         self.loss_fn = build_loss(
@@ -344,6 +352,8 @@ class Trainer:
         step_scheduler(self.scheduler, monitored)
         if self.config.patience and self.bad_epochs >= self.config.patience:
             self.stopped_early = True
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(self.epoch, ordered)
 
     def _batches(self, data: TensorData, generator: torch.Generator | None, batch_size: int):
         """Contiguous batches of a (shuffled) copy: one gather and one pin per epoch, not per batch."""

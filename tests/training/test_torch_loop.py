@@ -45,7 +45,7 @@ class ListSink:
         return [(step, metrics[name]) for step, metrics in self.calls if name in metrics]
 
 
-def make_trainer(tmp_path=None, sink=None, **overrides):
+def make_trainer(tmp_path=None, sink=None, on_epoch_end=None, **overrides):
     config = TorchTrainConfig.parse({**TINY, **overrides})
     prepared = prepare_data(config)
     seed_everything(config.seed, config.deterministic, "cpu")
@@ -58,6 +58,7 @@ def make_trainer(tmp_path=None, sink=None, **overrides):
         prepared.dataset.n_classes,
         checkpoint_path=None if tmp_path is None else tmp_path / "last.pt",
         progress=False,
+        on_epoch_end=on_epoch_end,
     )
     return trainer, prepared
 
@@ -130,6 +131,27 @@ def test_resume_from_a_checkpoint_ends_exactly_like_an_uninterrupted_fit(tmp_pat
         torch.as_tensor(tail.evaluate(prepared.test).probabilities),
         torch.as_tensor(straight.evaluate(prepared.test).probabilities),
     )
+
+
+class StopTraining(Exception):
+    pass
+
+
+def test_epoch_callback_sees_each_logged_epoch_and_can_end_the_fit(tmp_path):
+    seen: list[tuple[int, dict[str, float]]] = []
+
+    def watch(epoch: int, metrics: dict[str, float]) -> None:
+        seen.append((epoch, dict(metrics)))
+        if epoch == 2:
+            raise StopTraining  # what a sweep's pruner does
+
+    trainer, prepared = make_trainer(tmp_path, on_epoch_end=watch, epochs=5, checkpoint_every=1)
+    with pytest.raises(StopTraining):
+        trainer.fit(prepared.train, prepared.validation)
+    epoch_calls = [(step, metrics) for step, metrics in trainer.sink.calls if "train_loss" in metrics]
+    # The callback gets exactly what was logged for each epoch, and nothing trains after it raises.
+    assert seen == epoch_calls[:2] and len(epoch_calls) == 2 and trainer.epoch == 2
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1  # written checkpoints still land
 
 
 def test_early_stopping_keeps_the_best_epoch_weights():
