@@ -15,6 +15,11 @@ Layout under `$MLOPS_HOME/journal/<run_id>/`:
 - `spool/<id>/<name>`: a copy of each artifact (file or folder) waiting to be uploaded, so the caller
   may delete or rewrite its own file at once and an upload survives an outage or a crash.
 
+Faults: every write is checked and only bytes that reached the file are counted. A write cut short
+(disk full, file-size limit) is truncated back to the last whole line and raised to the caller, so
+the next record starts on a fresh line; a torn tail a dead writer left is cut when the journal is
+opened again. A line that still does not parse is skipped with a warning, never a stop.
+
 Record kinds: `{"t": ms, "s": step, "m": {key: value}}` metrics, `{"p": {...}}` params, `{"g": {...}}`
 tags, `{"a": "spool/<id>/<name>", "d": artifact_path}` an artifact, `{"e": status, "t": ms}` the end
 of the run. A line holds at most `MAX_ENTRIES_PER_LINE`
@@ -24,12 +29,15 @@ entries, so batches of whole lines fit MLflow's per-request limits.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
+import logging
 import os
 import shutil
 import threading
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +56,7 @@ REJECTED_DIR = "rejected"
 # build requests from whole lines, so the acknowledged offset never falls inside a line.
 MAX_ENTRIES_PER_LINE = 100
 _READ_CHUNK = 4 * 1024 * 1024
+_log = logging.getLogger(__name__)
 
 
 def journal_root(home: Path | None = None) -> Path:
@@ -73,6 +82,14 @@ class JournalLocked(UserError):
     """Another live process owns this journal (the same run is tracked twice at once)."""
 
 
+class JournalCorruptLine(UserWarning):
+    """A journal line that is not a record (a torn write, a foreign edit): skipped, never delivered."""
+
+
+class JournalWriteError(OSError):
+    """A record could not be appended (disk full, file-size limit); the journal holds none of it."""
+
+
 class Journal:
     """One run's journal. Writers call the `append_*` methods; the sender reads and acknowledges."""
 
@@ -83,6 +100,7 @@ class Journal:
         self._lock_fd: int | None = None
         self._write_lock = threading.Lock()
         self._written = 0
+        self._torn = False
         self._encoded_keys: dict[str, str] = {}
 
     # --- creation and ownership --------------------------------------------------------------------
@@ -100,9 +118,35 @@ class Journal:
         meta_path = directory / META_FILE
         if not meta_path.exists():
             _atomic_write(meta_path, json.dumps(meta.__dict__))
-        journal._write_fd = os.open(journal.records_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        journal._written = os.fstat(journal._write_fd).st_size
+        journal._write_fd = os.open(journal.records_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        journal._written = journal._cut_torn_tail()
         return journal
+
+    def _cut_torn_tail(self) -> int:
+        """Drop a partial last line a dead writer left (we hold the lock: nobody writes it now).
+
+        Appending after it would glue the next record to the torn bytes and lose both.
+        """
+        fd = self._write_fd
+        size = os.fstat(fd).st_size
+        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+            return size
+        end = size
+        while end > 0:
+            start = max(0, end - _READ_CHUNK)
+            newline = os.pread(fd, end - start, start).rfind(b"\n")
+            if newline >= 0:
+                end = start + newline + 1
+                break
+            end = start
+        warnings.warn(
+            f"journal {self.records_path}: dropped a torn last line of {size - end} bytes (a write cut "
+            "short by a crash or a full disk)",
+            JournalCorruptLine,
+            stacklevel=3,
+        )
+        os.ftruncate(fd, end)
+        return end
 
     def lock(self) -> None:
         fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
@@ -152,10 +196,38 @@ class Journal:
     def _append(self, line: str) -> None:
         data = line.encode()
         with self._write_lock:
-            if self._write_fd is None:
+            fd = self._write_fd
+            if fd is None:
                 raise RuntimeError(f"journal {self.directory} is closed")
-            os.write(self._write_fd, data)
-            self._written += len(data)
+            if self._torn:  # an earlier torn write could not be cut: end it so this record parses
+                data = b"\n" + data
+            view = memoryview(data)
+            done = 0
+            try:
+                while done < len(data):
+                    written = os.write(fd, view[done:])
+                    if written == 0:  # no progress and no error: treat as full rather than spin
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                    done += written
+            except OSError as error:
+                self._undo_partial_write(done)
+                raise JournalWriteError(
+                    error.errno, f"could not append to the journal {self.records_path}: {error.strerror}"
+                ) from error
+            self._written += done
+            self._torn = False
+
+    def _undo_partial_write(self, done: int) -> None:
+        """Cut what a failed append left, so the file ends with a whole line again."""
+        if not done:
+            return
+        try:
+            os.ftruncate(self._write_fd, self._written)
+        except OSError:
+            # The torn bytes stay: count them so offsets stay true, and start the next record on a new
+            # line; the reader skips the torn one with a warning.
+            self._written += done
+            self._torn = True
 
     def append_metrics(self, metrics: Mapping[str, float], step: int, timestamp_ms: int) -> None:
         """Append float metrics. This is the hot path of training: encoded by hand, ~4x json.dumps."""
@@ -213,11 +285,20 @@ class Journal:
             _atomic_write(self.directory / ACK_FILE, str(offset))
 
     def read(self, start: int, max_bytes: int = _READ_CHUNK) -> list[Record]:
-        """Complete records from byte `start` on (a line still being written is left for later)."""
+        """Complete records from byte `start` on (a line still being written is left for later).
+
+        About `max_bytes` at a time, but always at least one whole line, however long. A line that is
+        not a record comes back as an empty record (nothing to send, but its offset is acknowledged).
+        """
         try:
             with open(self.records_path, "rb") as file:
                 file.seek(start)
                 data = file.read(max_bytes)
+                while data and b"\n" not in data:  # one line longer than the window: read on
+                    more = file.read(max_bytes)
+                    if not more:
+                        break
+                    data += more
         except FileNotFoundError:
             return []
         records = []
@@ -227,8 +308,23 @@ class Journal:
                 break
             position += len(line)
             if line.strip():
-                records.append(Record(position, json.loads(line)))
+                records.append(Record(position, self._parse(line, position - len(line))))
         return records
+
+    def _parse(self, line: bytes, offset: int) -> dict:
+        try:
+            data = json.loads(line)
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and _is_record(data):
+            return data
+        warnings.warn(
+            f"journal {self.records_path}: skipped a line at byte {offset} that is not a record "
+            f"({len(line)} bytes: {line[:80]!r})",
+            JournalCorruptLine,
+            stacklevel=4,
+        )
+        return {}
 
 
 def iter_journals(home: Path | None = None) -> Iterator[Journal]:
@@ -238,6 +334,28 @@ def iter_journals(home: Path | None = None) -> Iterator[Journal]:
     for directory in sorted(root.iterdir()):
         if (directory / META_FILE).is_file():
             yield Journal(directory)
+
+
+_MAPPING_KINDS = ("m", "p", "g")
+
+
+def _is_record(data: dict) -> bool:
+    """The shapes `append_*` write; anything else would break delivery half-way through a batch."""
+    if "e" in data:
+        return isinstance(data["e"], str) and isinstance(data.get("t"), int)
+    if "a" in data:
+        return isinstance(data["a"], str) and (data.get("d") is None or isinstance(data["d"], str))
+    kinds = [kind for kind in _MAPPING_KINDS if kind in data]
+    if len(kinds) != 1 or not isinstance(data[kinds[0]], dict):
+        return False
+    values = data[kinds[0]].values()
+    if kinds[0] == "m":
+        return (
+            isinstance(data.get("t"), int)
+            and isinstance(data.get("s"), int)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        )
+    return all(isinstance(v, str) for v in values)
 
 
 def _chunks(entries: Mapping) -> Iterator[dict]:

@@ -28,6 +28,11 @@ MAX_PARAM_VALUE_LENGTH = 6000
 MAX_KEY_LENGTH = 250
 OVERFLOW_MARKER = "...[cut: full value in params_overflow.json]"
 OVERFLOW_ARTIFACT = "params_overflow.json"
+# Tags follow the same rule (mlflow.utils.validation.MAX_TAG_VAL_LENGTH): one 5 MB tag would otherwise
+# be a 5 MB journal line and a request the server refuses.
+MAX_TAG_VALUE_LENGTH = 8000
+TAG_OVERFLOW_MARKER = "...[cut: full value in tags_overflow.json]"
+TAG_OVERFLOW_ARTIFACT = "tags_overflow.json"
 
 _NONE_SPELLINGS = {"", "none", "null"}
 
@@ -114,6 +119,27 @@ def prepare_params(params: Mapping[str, Any]) -> tuple[dict[str, str], dict[str,
                 f"param {key!r} is {len(overflow[key])} characters, over MLflow's {MAX_PARAM_VALUE_LENGTH}: "
                 f"the param holds its first {MAX_PARAM_VALUE_LENGTH - len(OVERFLOW_MARKER)} characters and "
                 f"the full value is in the artifact {OVERFLOW_ARTIFACT}",
+                ParamOverflowWarning,
+                stacklevel=3,
+            )
+        prepared[key] = text
+    return prepared, overflow
+
+
+def prepare_tags(tags: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """Stringify tags; return (tags to log, full values of the overlong ones), cut as params are."""
+    prepared: dict[str, str] = {}
+    overflow: dict[str, str] = {}
+    for key, value in tags.items():
+        text = str(value)
+        if len(text) > MAX_TAG_VALUE_LENGTH:
+            overflow[key] = text
+            keep = MAX_TAG_VALUE_LENGTH - len(TAG_OVERFLOW_MARKER)
+            text = text[:keep] + TAG_OVERFLOW_MARKER
+            warnings.warn(
+                f"tag {key!r} is {len(overflow[key])} characters, over MLflow's {MAX_TAG_VALUE_LENGTH}: "
+                f"the tag holds its first {keep} characters and the full value is in the artifact "
+                f"{TAG_OVERFLOW_ARTIFACT}",
                 ParamOverflowWarning,
                 stacklevel=3,
             )

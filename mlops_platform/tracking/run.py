@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from mlops_platform.errors import UserError
 from mlops_platform.tracking import params as param_rules
 from mlops_platform.tracking.heartbeat import Heartbeat, heartbeat_value
-from mlops_platform.tracking.journal import Journal, JournalMeta
+from mlops_platform.tracking.journal import Journal, JournalLocked, JournalMeta
 from mlops_platform.tracking.sender import Sender
 from mlops_platform.tracking.system_metrics import SystemMetricsSampler
 from mlops_platform.tracking.tags import ERROR_TAG, HEARTBEAT_TAG, standard_tags
@@ -77,6 +77,7 @@ class TrackedRun:
         self.status: str | None = None
         self._params: dict[str, str] = {}
         self._overflow: dict[str, str] = {}
+        self._tag_overflow: dict[str, str] = {}
         self._metric_names: set[str] = set()
         self._previous_handlers: dict[int, Any] = {}
         self._journal: Journal | None = None
@@ -93,12 +94,18 @@ class TrackedRun:
         self.run_id, self.experiment_id = run.info.run_id, run.info.experiment_id
         self._params = dict(run.data.params)
         tracker = self.tracker
-        self._journal = Journal.open_for_run(
-            JournalMeta(self.run_id, self.experiment_id, self.tracking_uri), tracker.home
-        )
-        self._sender = Sender(self._journal, self.client, self.run_id, interval=tracker.send_interval)
-        self._sender.start()
         try:
+            self._journal = Journal.open_for_run(
+                JournalMeta(self.run_id, self.experiment_id, self.tracking_uri), tracker.home
+            )
+        except JournalLocked:
+            raise  # another live process tracks this run and will end it
+        except BaseException as error:
+            self._end_without_journal(error)
+            raise
+        self._sender = Sender(self._journal, self.client, self.run_id, interval=tracker.send_interval)
+        try:
+            self._sender.start()
             self.set_tags({**standard_tags(self._entry_point), **self._user_tags})
             self._heartbeat = Heartbeat(self.client, self.run_id, tracker.heartbeat_interval)
             self._heartbeat.start()
@@ -122,8 +129,16 @@ class TrackedRun:
             status = "KILLED"
         else:
             status = "FAILED"
-            self._record_failure(exc_type, exc, tb)
-        self._close(status)
+        try:
+            if status == "FAILED":
+                self._record_failure(exc_type, exc, tb)
+        except Exception as error:  # e.g. the disk that failed the run also refuses the traceback
+            print(
+                f"tracking: could not record why run {self.run_id} failed: {type(error).__name__}: {error}",
+                file=sys.stderr,
+            )
+        finally:
+            self._close(status)
         return False
 
     def _start_or_attach(self):
@@ -162,19 +177,45 @@ class TrackedRun:
 
     def _record_failure(self, exc_type, exc, tb) -> None:
         text = "".join(traceback.format_exception(exc_type, exc, tb))
-        self.set_tags({ERROR_TAG: f"{exc_type.__name__}: {exc}"[:5000]})
+        message = error_message(exc_type, exc)
+        try:
+            self.set_tags({ERROR_TAG: message})
+        except OSError:  # the journal cannot take it (a full disk): the reason goes straight to the server
+            self.client.set_tag(self.run_id, ERROR_TAG, message)
         self.log_text(text, TRACEBACK_ARTIFACT)
+
+    def _end_without_journal(self, error: BaseException) -> None:
+        """The journal could not be opened: end the run on the server directly, so it is not left
+        RUNNING for nobody. Best effort: the server may be the reason."""
+        try:
+            self.client.set_tag(self.run_id, ERROR_TAG, error_message(type(error), error))
+            self.client.set_terminated(self.run_id, status="FAILED")
+        except Exception as failure:
+            print(
+                f"tracking: run {self.run_id} could not open its journal ({error}) nor be marked "
+                f"FAILED ({failure}); `mlops runs reap` will end it",
+                file=sys.stderr,
+            )
 
     def _close(self, status: str) -> None:
         self.status = status
-        if self._sampler is not None:
-            self._sampler.stop()
-        if self._heartbeat is not None:
-            self._heartbeat.stop()
         assert self._journal is not None and self._sender is not None
-        self._journal.append_end(status, int(time.time() * 1000))
+        try:
+            if self._sampler is not None:
+                self._sampler.stop()
+        finally:
+            if self._heartbeat is not None:
+                self._heartbeat.stop()
+        try:
+            self._journal.append_end(status, int(time.time() * 1000))
+            end_journaled = True
+        except OSError as error:  # a full disk: what is journaled is delivered, the end goes direct
+            print(f"tracking: run {self.run_id}: {error}; ending it on the server directly", file=sys.stderr)
+            end_journaled = False
         delivered = self._sender.flush(self.tracker.close_timeout)
         self._sender.stop()
+        if not end_journaled:
+            delivered = delivered and self._end_directly(status)
         if delivered:
             self._journal.remove()
             return
@@ -185,6 +226,14 @@ class TrackedRun:
             f"{self._journal.directory}: run `mlops sync` when the server is back"
         )
         print(message, file=sys.stderr)  # not only a log record: it must be seen whatever logging says
+
+    def _end_directly(self, status: str) -> bool:
+        try:
+            self.client.set_terminated(self.run_id, status=status)
+        except Exception as error:
+            print(f"tracking: could not end run {self.run_id} as {status}: {error}", file=sys.stderr)
+            return False
+        return True
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -249,7 +298,13 @@ class TrackedRun:
         self.log_params(config)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        self._journal.append_tags({k: str(v) for k, v in tags.items()})
+        """Set tags; a value over MLflow's limit is cut with a marker and kept whole in
+        `tags_overflow.json` (the rule in `params`)."""
+        prepared, overflow = param_rules.prepare_tags(tags)
+        self._journal.append_tags(prepared)
+        if overflow:
+            self._tag_overflow.update(overflow)
+            self.log_dict(self._tag_overflow, param_rules.TAG_OVERFLOW_ARTIFACT)
 
     def flush(self, timeout: float | None = 30) -> bool:
         """Wait until everything logged so far is on the server; False if `timeout` passed first."""
@@ -381,6 +436,15 @@ class TrackedRun:
         # Uploads keep their order, so the last file written holds every overlong value so far.
         self._overflow.update(overflow)
         self.log_dict(self._overflow, param_rules.OVERFLOW_ARTIFACT)
+
+
+def error_message(exc_type: type[BaseException], exc: BaseException | None) -> str:
+    """`Type: message` for the error tag; an exception whose str() fails still names its type."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = "<message not printable>"
+    return f"{exc_type.__name__}: {text}"[:5000]
 
 
 def _check_metric_name(key: str) -> None:

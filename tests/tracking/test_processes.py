@@ -186,3 +186,43 @@ def test_server_killed_and_restarted_mid_run_loses_nothing(tmp_path, capfd) -> N
         assert [a.path for a in client.list_artifacts(late.run_id, "outage")] == ["outage/note.json"]
     finally:
         server.stop()
+
+
+# A trainer whose disk fills up mid-run (RLIMIT_FSIZE: the kernel cuts the journal write short, then
+# refuses it). Recording the failure fails too (its traceback cannot be journaled).
+_DISK_FULL_TRAINER = """
+import resource, signal, sys
+from mlops_platform.tracking import Tracker
+
+tracker = Tracker(system_metrics_interval=0)
+with tracker.run(experiment=sys.argv[1]) as run:
+    assert run.flush(timeout=60)
+    print(f"run {run.run_id}", flush=True)
+    size = (tracker.home / "journal" / run.run_id / "records.jsonl").stat().st_size
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size + 20_011, resource.RLIM_INFINITY))
+    for step in range(10**9):
+        run.log_metrics({"loss": 1 / (step + 1), "accuracy": step / 1e9}, step=step)
+"""
+
+
+def test_a_full_disk_fails_the_run_and_still_ends_it(sqlite_tracking_uri, fresh_experiment) -> None:
+    name, _ = fresh_experiment(sqlite_tracking_uri)
+    trainer = subprocess.Popen(
+        [sys.executable, "-c", _DISK_FULL_TRAINER, name],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    run_id = _read_until(trainer, "run")
+    _, stderr = trainer.communicate(timeout=120)
+    assert trainer.returncode == 1, stderr
+    assert "JournalWriteError" in stderr and "File too large" in stderr
+    client = MlflowClient(sqlite_tracking_uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["mlops.error"].startswith("JournalWriteError")
+    steps = _steps(client, run_id, "loss")
+    assert len(steps) > 100 and steps == list(range(len(steps)))  # every accepted step, none torn
+    assert _steps(client, run_id, "accuracy") == steps
+    # Nothing is left for `mlops sync` to trip over.
+    synced = subprocess.run([*MLOPS, "sync"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert synced.returncode == 0 and "nothing to sync" in synced.stdout, synced.stdout + synced.stderr

@@ -168,3 +168,54 @@ def test_refused_param_is_kept_aside_and_the_rest_delivered(sqlite_tracking_uri,
     assert math.isnan(stored.data.metrics["loss"]) and stored.data.metrics["acc"] == 0.5
     rejected = [json.loads(line) for line in (run.tracker.home / "rejected" / f"{run.run_id}.jsonl").open()]
     assert [(r["kind"], r["key"], r["value"]) for r in rejected] == [("params", "q", "y")]
+
+
+def test_a_huge_tag_is_cut_kept_whole_as_an_artifact_and_blocks_nothing(
+    sqlite_tracking_uri, fresh_experiment, tmp_path
+) -> None:
+    from mlops_platform.tracking.params import TAG_OVERFLOW_ARTIFACT, TAG_OVERFLOW_MARKER
+
+    name, _ = fresh_experiment(sqlite_tracking_uri)
+    client = MlflowClient(sqlite_tracking_uri)
+    huge = "z" * (5 * 1024 * 1024)  # larger than the journal reader's window
+    with Tracker(system_metrics_interval=0).run(experiment=name) as run:
+        with pytest.warns(ParamOverflowWarning, match="tag 'notes'"):
+            run.set_tags({"notes": huge})
+        run.log_metrics({"loss": 0.5}, step=1)
+        assert run.flush(timeout=60)
+    stored = client.get_run(run.run_id)
+    assert stored.info.status == "FINISHED"
+    assert stored.data.tags["notes"].endswith(TAG_OVERFLOW_MARKER) and len(stored.data.tags["notes"]) == 8000
+    assert stored.data.metrics["loss"] == 0.5
+    assert _artifact_json(client, run.run_id, TAG_OVERFLOW_ARTIFACT, tmp_path) == {"notes": huge}
+
+
+def test_a_run_whose_journal_cannot_open_is_not_left_running(
+    sqlite_tracking_uri, fresh_experiment, tmp_path
+) -> None:
+    name, experiment_id = fresh_experiment(sqlite_tracking_uri)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "journal").write_text("a file where the journal folder should be")
+    with pytest.raises(OSError), Tracker(home=home).run(experiment=name):
+        pass
+    client = MlflowClient(sqlite_tracking_uri)
+    [run] = client.search_runs([experiment_id])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["mlops.error"].startswith(("FileExistsError", "NotADirectoryError"))
+
+
+def test_an_error_whose_message_cannot_be_printed_still_fails_the_run(
+    sqlite_tracking_uri, fresh_experiment
+) -> None:
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no message")
+
+    name, _ = fresh_experiment(sqlite_tracking_uri)
+    with pytest.raises(Unprintable), Tracker(system_metrics_interval=0).run(experiment=name) as run:
+        raise Unprintable()
+    stored = MlflowClient(sqlite_tracking_uri).get_run(run.run_id)
+    assert stored.info.status == "FAILED"
+    assert stored.data.tags["mlops.error"] == "Unprintable: <message not printable>"
+    assert not (run.tracker.home / "journal" / run.run_id).exists()
