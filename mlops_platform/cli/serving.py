@@ -10,58 +10,54 @@ import click
 from mlops_platform.errors import UserError
 from mlops_platform.serving.config import ServeConfig
 
-_D = ServeConfig(model_uri="")
+
+def config_options(config_class: type) -> list[click.Option]:
+    """One option per config field: same name, default and help; booleans are flags."""
+    from pydantic_core import PydanticUndefined
+
+    from mlops_platform.config.base import literal_choices, scalar_type
+
+    types = {bool: click.BOOL, int: click.INT, float: click.FLOAT, str: click.STRING}
+    options = []
+    for name, field in config_class.model_fields.items():
+        flag = f"--{name.replace('_', '-')}"
+        required = field.default is PydanticUndefined
+        if scalar_type(field.annotation) is bool:
+            options.append(
+                click.Option([flag, name], is_flag=True, default=field.default, help=field.description)
+            )
+            continue
+        choices = literal_choices(field.annotation)
+        options.append(
+            click.Option(
+                [flag, name],
+                type=click.Choice(choices) if choices else types[scalar_type(field.annotation)],
+                required=required,
+                default=None if required else field.default,
+                show_default=not required and field.default is not None,
+                help=field.description,
+            )
+        )
+    return options
 
 
-@click.command()
-@click.option("--model-uri", required=True, help="What to serve, e.g. models:/digits@champion.")
-@click.option("--tracking-uri", default=None, help="Default: $MLFLOW_TRACKING_URI, else the local server.")
-@click.option(
-    "--host", default=_D.host, show_default=True, help="Interface to bind (0.0.0.0 in a container)."
-)
-@click.option("--port", default=_D.port, show_default=True, type=int)
-@click.option(
-    "--workers", default=_D.workers, show_default=True, type=int, help="Processes, each with a copy."
-)
-@click.option(
-    "--reload-interval",
-    default=_D.reload_interval,
-    show_default=True,
-    type=float,
-    help="Seconds between checks of the alias in --model-uri; a moved alias is swapped in. 0: off.",
-)
-@click.option(
-    "--log-predictions", default=None, help="Append served inputs and outputs to this JSON-lines file."
-)
-@click.option(
-    "--max-batch-size",
-    default=_D.max_batch_size,
-    show_default=True,
-    type=int,
-    help="Most rows in one micro-batched model call.",
-)
-@click.option(
-    "--max-wait-ms",
-    default=_D.max_wait_ms,
-    show_default=True,
-    type=float,
-    help="Longest a request waits for others to share its batch.",
-)
-@click.option(
-    "--max-body-bytes",
-    default=_D.max_body_bytes,
-    show_default=True,
-    type=int,
-    help="Larger request bodies are refused with 413.",
-)
-def serve(**options) -> None:
-    """Serve a model over REST with MLflow's scoring protocol (POST /invocations, /ping, /version)."""
+def _serve(**options) -> None:
     from mlops_platform.serving.app import serve as run_server
 
     try:
-        run_server(ServeConfig(**options))
+        run_server(ServeConfig.parse(options))
     except UserError as error:
         raise click.ClickException(str(error)) from None
+
+
+serve = click.Command(
+    "serve",
+    callback=_serve,
+    params=config_options(ServeConfig),
+    help="Serve a model over REST with MLflow's scoring protocol (POST /invocations, /ping, /version, "
+    "/health).",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 
 
 @click.command()
@@ -74,15 +70,21 @@ def serve(**options) -> None:
     help="A .json scoring request (dataframe_split, dataframe_records, instances or inputs) or a .csv table.",
 )
 @click.option("--tracking-uri", default=None, help="Default: $MLFLOW_TRACKING_URI, else the local server.")
-def predict(model_uri: str, input_path: Path, tracking_uri: str | None) -> None:
+@click.option(
+    "--allow-unsafe-models",
+    is_flag=True,
+    default=False,
+    help=ServeConfig.model_fields["allow_unsafe_models"].description,
+)
+def predict(model_uri: str, input_path: Path, tracking_uri: str | None, allow_unsafe_models: bool) -> None:
     """Print the predictions a served model would answer for one request file."""
     try:
-        _predict(model_uri, input_path, tracking_uri)
+        _predict(model_uri, input_path, tracking_uri, allow_unsafe_models)
     except UserError as error:
         raise click.ClickException(str(error)) from None
 
 
-def _predict(model_uri: str, input_path: Path, tracking_uri: str | None) -> None:
+def _predict(model_uri: str, input_path: Path, tracking_uri: str | None, allow_unsafe: bool) -> None:
     import logging
 
     from mlops_platform.serving.errors import RequestError
@@ -93,7 +95,7 @@ def _predict(model_uri: str, input_path: Path, tracking_uri: str | None) -> None
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     content_type = CONTENT_TYPE_CSV if input_path.suffix.lower() == ".csv" else CONTENT_TYPE_JSON
     body = input_path.read_bytes()
-    model = load_served_model(model_uri, resolve_tracking_uri(tracking_uri))
+    model = load_served_model(model_uri, resolve_tracking_uri(tracking_uri), allow_unsafe=allow_unsafe)
     try:
         if model.fast:
             parsed = parse_request(body, content_type)

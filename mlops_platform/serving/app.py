@@ -60,10 +60,10 @@ async def read_body(request: Request, limit: int) -> bytes:
 class ScoringService:
     """The state behind the routes: the served model, its alias follower and the prediction log."""
 
-    def __init__(self, config: ServeConfig, tracking_uri: str, model: ServedModel):
+    def __init__(self, config: ServeConfig, tracking_uri: str):
         self.config = config
         self.tracking_uri = tracking_uri
-        self.holder = ModelHolder(model)
+        self.holder = ModelHolder(self.load())
         self.follower: AliasFollower | None = None
         if config.reload_interval > 0 and AliasFollower.applies_to(config.model_uri):
             self.follower = AliasFollower(self.holder, tracking_uri, config.reload_interval, self.load)
@@ -79,6 +79,7 @@ class ScoringService:
             self.config.max_batch_size,
             self.config.max_wait_ms,
             identity=identity,
+            allow_unsafe=self.config.allow_unsafe_models,
         )
 
     async def invocations(self, request: Request) -> Response:
@@ -195,8 +196,7 @@ def create_app(config: ServeConfig) -> Starlette:
     # A progress bar per model download is noise in a server log (and on every reload).
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     tracking_uri = resolve_tracking_uri(config.tracking_uri)
-    model = load_served_model(config.model_uri, tracking_uri, config.max_batch_size, config.max_wait_ms)
-    service = ScoringService(config, tracking_uri, model)
+    service = ScoringService(config, tracking_uri)
     routes = [
         Route("/invocations", service.invocations, methods=["POST"]),
         Route("/ping", service.ping, methods=["GET"]),
@@ -219,7 +219,7 @@ def serve(config: ServeConfig) -> None:
 
     from mlops_platform.settings import resolve_tracking_uri
 
-    config = ServeConfig(**{**config.__dict__, "tracking_uri": resolve_tracking_uri(config.tracking_uri)})
+    config = config.model_copy(update={"tracking_uri": resolve_tracking_uri(config.tracking_uri)})
     common: dict[str, Any] = {
         "host": config.host,
         "port": config.port,

@@ -1,57 +1,59 @@
-"""The scoring server's settings: the only place their defaults live (the CLI reads them from here)."""
+"""The scoring server's settings: the only place their defaults live (`mlops serve`'s options are
+generated from these fields, their help from the descriptions)."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mlops_platform.errors import UserError
 
 
-@dataclass(frozen=True)
-class ServeConfig:
-    """How `mlops serve` runs.
+class ServeConfig(BaseModel):
+    """How `mlops serve` runs."""
 
-    Attributes:
-        model_uri: what to serve: ``models:/digits@champion``, ``models:/digits/3``, ``runs:/<id>/model``.
-        tracking_uri: the tracking server / registry; None -> settings.resolve_tracking_uri().
-        host: interface to bind; loopback unless you mean to expose it.
-        port: TCP port.
-        workers: uvicorn worker processes, each with its own copy of the model.
-        reload_interval: seconds between checks of the alias in ``model_uri``; 0 turns following off.
-        log_predictions: a JSON-lines file that served inputs and outputs are appended to; None: off.
-        max_batch_size: most rows one model call takes when concurrent requests are micro-batched.
-        max_wait_ms: longest a request waits for others to share its batch.
-        max_body_bytes: larger request bodies are refused with 413 before they are read whole.
-    """
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model_uri: str
-    tracking_uri: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 8080
-    workers: int = 1
-    reload_interval: float = 0.0
-    log_predictions: str | None = None
-    max_batch_size: int = 1024
-    max_wait_ms: float = 2.0
-    max_body_bytes: int = 10 * 1024 * 1024
+    model_uri: str = Field(
+        description="What to serve: models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/model."
+    )
+    tracking_uri: str | None = Field(
+        None, description="Tracking server / registry; default $MLFLOW_TRACKING_URI, else the local server."
+    )
+    host: str = Field("127.0.0.1", description="Interface to bind; 0.0.0.0 only to expose it.")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port.")
+    workers: int = Field(1, ge=1, description="uvicorn worker processes, each with its own model copy.")
+    reload_interval: float = Field(
+        0.0, ge=0, description="Seconds between checks of the aliases served (moves are followed); 0: off."
+    )
+    log_predictions: str | None = Field(
+        None, description="Append served inputs and outputs to this JSON-lines file (mode 0600)."
+    )
+    max_batch_size: int = Field(
+        1024, ge=1, description="Most rows in one model call: larger requests are split, small ones batched."
+    )
+    max_wait_ms: float = Field(2.0, ge=0, description="Longest a request waits for others to join its batch.")
+    max_body_bytes: int = Field(
+        10 * 1024 * 1024, ge=1, description="Larger request bodies are refused with 413 before being read."
+    )
+    allow_unsafe_models: bool = Field(
+        False,
+        description="Also load models whose format can run code when loaded (pickle, cloudpickle, "
+        "python_model). Only when everyone who can log to the registry is trusted.",
+    )
 
-    def __post_init__(self) -> None:
-        checks = {
-            "workers": self.workers >= 1,
-            "reload_interval": self.reload_interval >= 0,
-            "max_batch_size": self.max_batch_size >= 1,
-            "max_wait_ms": self.max_wait_ms >= 0,
-            "max_body_bytes": self.max_body_bytes >= 1,
-            "port": 0 <= self.port <= 65535,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                from mlops_platform.errors import UserError
+    @classmethod
+    def parse(cls, values: dict) -> ServeConfig:
+        """Validate raw values into a config; raises UserError naming each bad value."""
+        try:
+            return cls.model_validate(values)
+        except ValidationError as error:
+            from mlops_platform.config.base import describe_validation_error
 
-                raise UserError(f"invalid {name}={getattr(self, name)!r}")
+            raise UserError(describe_validation_error(error)) from None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        return self.model_dump_json()
 
     @classmethod
     def from_json(cls, text: str) -> ServeConfig:
-        return cls(**json.loads(text))
+        return cls.model_validate_json(text)

@@ -28,6 +28,7 @@ import numpy as np
 import orjson
 
 from mlops_platform.errors import UserError
+from mlops_platform.model_safety import UnsafeModelError, check_model, loading
 from mlops_platform.serving.batching import MicroBatcher
 from mlops_platform.serving.config import ServeConfig
 from mlops_platform.serving.errors import RequestError
@@ -218,11 +219,13 @@ class ServedModel:
 def load_served_model(
     model_uri: str,
     tracking_uri: str,
-    max_batch_size: int = ServeConfig.max_batch_size,
-    max_wait_ms: float = ServeConfig.max_wait_ms,
+    max_batch_size: int = ServeConfig.model_fields["max_batch_size"].default,
+    max_wait_ms: float = ServeConfig.model_fields["max_wait_ms"].default,
     identity: ModelIdentity | None = None,
+    allow_unsafe: bool = False,
 ) -> ServedModel:
-    """Download, load and self-check a model; raises UserError when it cannot be loaded."""
+    """Download, check (model_safety), load and self-check a model; raises UserError when it cannot be
+    loaded, UnsafeModelError when its format could run code and `allow_unsafe` is not set."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -232,10 +235,18 @@ def load_served_model(
         path = mlflow.artifacts.download_artifacts(
             artifact_uri=identity.artifact_uri, dst_path=local_path, tracking_uri=tracking_uri
         )
-        pyfunc_model = mlflow.pyfunc.load_model(path)
+        plan = check_model(path, allow_unsafe)
+        with loading(plan):
+            pyfunc_model = mlflow.pyfunc.load_model(path)
+    except UnsafeModelError as error:
+        shutil.rmtree(local_path, ignore_errors=True)
+        raise UnsafeModelError(f"{identity.resolved_uri}: {error}") from None
     except (MlflowException, OSError) as error:
         shutil.rmtree(local_path, ignore_errors=True)
         raise UserError(f"cannot load model {identity.resolved_uri}: {error}") from None
+    except BaseException:
+        shutil.rmtree(local_path, ignore_errors=True)
+        raise
     served = ServedModel(identity, "pyfunc", pyfunc_model, None, local_path)
     flavors = pyfunc_model.metadata.flavors
     spec = InputSpec.from_schema(pyfunc_model.metadata.get_input_schema())

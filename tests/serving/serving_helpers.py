@@ -101,10 +101,12 @@ def make_torch_module(seed: int = 0):
     return torch.nn.Sequential(scale, head, torch.nn.Softmax(dim=1)).eval()
 
 
-def log_torch(tracking_uri: str, name: str, seed: int = 0) -> str:
+def log_torch(tracking_uri: str, name: str, seed: int = 0, **flavor_kwargs) -> str:
     module = make_torch_module(seed)
     x, _ = digits_frame()
-    return _log(tracking_uri, name, "pytorch", module, input_example=x.to_numpy(np.float32)[:3])
+    return _log(
+        tracking_uri, name, "pytorch", module, input_example=x.to_numpy(np.float32)[:3], **flavor_kwargs
+    )
 
 
 def _log(tracking_uri: str, name: str, flavor: str, model, **kwargs) -> str:
@@ -121,7 +123,7 @@ def _log(tracking_uri: str, name: str, flavor: str, model, **kwargs) -> str:
     )
     with tracker.run(experiment="serving-tests", use_env_run=False) as run:
         # Explicit requirements: inferring them re-imports the model in a subprocess, ~10 s per model.
-        requirements = ["mlflow", "scikit-learn" if flavor == "sklearn" else "torch"]
+        requirements = ["mlflow", {"sklearn": "scikit-learn", "pytorch": "torch"}.get(flavor, "cloudpickle")]
         info = run.log_model(
             flavor, model, registered_model_name=name, pip_requirements=requirements, **kwargs
         )

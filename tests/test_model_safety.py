@@ -1,0 +1,81 @@
+"""model_safety: our trusted-types list covers what our trainers produce, and the models-from-code
+marker accepts exactly a module of this package."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+
+from mlops_platform import model_safety
+from mlops_platform.model_safety import MODEL_CODE_KEY, UnsafeModelError, check_model
+
+
+@pytest.mark.slow  # fits every estimator of the table (stacking cross-validates inside)
+def test_every_sklearn_model_we_train_needs_only_our_trusted_types():
+    import skops.io
+    from sklearn.datasets import load_diabetes, load_digits
+
+    from mlops_platform.training.sklearn_models import build_pipeline, models_for
+
+    warnings.filterwarnings("ignore")
+    for task, loader in (("classification", load_digits), ("regression", load_diabetes)):
+        x, y = loader(return_X_y=True, as_frame=True)
+        x, y = x.iloc[:150], y.iloc[:150]
+        for model in models_for(task):
+            pipeline = build_pipeline(model, task, {}, 0).fit(x, y)
+            needed = set(skops.io.get_untrusted_types(data=skops.io.dumps(pipeline)))
+            assert needed <= model_safety.TRUSTED_SKOPS_TYPES, (task, model, needed)
+
+
+def _code_model(tmp_path: Path, source: Path, marker: str | None) -> Path:
+    """A models-from-code MLmodel folder (as MLflow 3 writes one) whose code file is a copy of `source`."""
+    import yaml
+
+    folder = tmp_path / "model"
+    folder.mkdir(parents=True)
+    shutil.copy(source, folder / "wrapper.py")
+    (folder / "weights.safetensors").write_bytes(b"")
+    mlmodel = {
+        "flavors": {
+            "python_function": {
+                "loader_module": "mlflow.pyfunc.loaders.code_model",
+                "model_code_path": "/somewhere/else/wrapper.py",
+                "code": None,
+                "artifacts": {"weights": {"path": "weights.safetensors", "uri": "/x/weights.safetensors"}},
+            }
+        },
+        "metadata": {MODEL_CODE_KEY: marker} if marker else {},
+    }
+    (folder / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+    return folder
+
+
+def test_models_from_code_are_accepted_only_when_the_code_is_ours(tmp_path):
+    ours = Path(model_safety.__file__)
+    plan = check_model(_code_model(tmp_path / "a", ours, "mlops_platform.model_safety"))
+    assert plan.format == "code" and plan.allow_pickle is False
+    # Someone else's code under our module's name, our code without the marker, a module outside
+    # the package: refused.
+    (tmp_path / "other.py").write_text("import os\nos.system('true')\n")
+    for source, marker in (
+        (tmp_path / "other.py", "mlops_platform.model_safety"),
+        (ours, None),
+        (ours, "os"),
+    ):
+        folder = tmp_path / f"case-{marker}-{source.name}"
+        with pytest.raises(UnsafeModelError, match="not a module of this package"):
+            check_model(_code_model(folder, source, marker))
+    # A pickle among the artifacts is refused even when the code is ours.
+    folder = _code_model(tmp_path / "p", ours, "mlops_platform.model_safety")
+    (folder / "weights.safetensors").rename(folder / "weights.pkl")
+    import yaml
+
+    mlmodel = yaml.safe_load((folder / "MLmodel").read_text())
+    mlmodel["flavors"]["python_function"]["artifacts"]["weights"]["path"] = "weights.pkl"
+    (folder / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+    with pytest.raises(UnsafeModelError, match=r"weights\.pkl, not a data-only format"):
+        check_model(folder)
+    assert check_model(folder, allow_unsafe=True).format == "unsafe"
