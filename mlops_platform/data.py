@@ -1,34 +1,40 @@
 """Datasets for both trainers: load (sklearn-bundled or CSV), validate, split, digest.
 
-Every problem a user can fix (a missing file, a missing target column, non-numeric features, a class
-with a single sample) raises `DataError` here, before any tracking run exists.
+Every problem a user can fix (a missing file, a missing target column, an unusable column named in
+`categorical`/`drop`, a class with a single sample) raises `DataError` here, before any tracking run
+exists. Tables may hold strings, booleans and missing values: each column gets a role (columns.py),
+unusable ones are dropped with a warning, and the features keep the used columns with one dtype per role.
 
-    dataset = load_dataset("digits")                  # or "csv:/path/data.csv", target="label"
+    dataset = load_dataset("digits")           # or "csv:/path/x.csv" / "parquet:/path/x.parquet", target=...
+    dataset.roles.numeric, dataset.roles.categorical  # the column roles (categorical=, drop= override)
     splits = split_dataset(dataset, seed=0, val_fraction=0.15, test_fraction=0.2)
     splits.train.features, splits.train.target, splits.train.digest, splits.train.frame()
     splits.log_to(run)                                 # one MLflow dataset input per non-empty split
 
-Scaling is deliberately not done here: it is fitted on the training split inside each model (the
-sklearn Pipeline, the exported torch module), so serving applies exactly what training applied.
+Scaling, imputation and encoding are deliberately not done here: they are fitted on the training split
+inside each model (preprocessing.py), so serving applies exactly what training applied.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from mlops_platform.columns import ColumnError, ColumnRoles, infer_roles, typed_features
 from mlops_platform.errors import UserError
 
 Task = Literal["classification", "regression"]
 TASKS: tuple[str, ...] = ("classification", "regression")
 BUNDLED_DATASETS: tuple[str, ...] = ("digits", "breast_cancer", "wine", "diabetes")
 CSV_PREFIX = "csv:"
+PARQUET_PREFIX = "parquet:"
+TABLE_PREFIXES: tuple[str, ...] = (CSV_PREFIX, PARQUET_PREFIX)
 # An integer target with at most this many distinct values is taken as class labels.
 MAX_INFERRED_CLASSES = 20
 SPLIT_CONTEXTS: tuple[str, ...] = ("train", "validation", "test")
@@ -40,16 +46,18 @@ class DataError(UserError):
 
 @dataclass(frozen=True)
 class Dataset:
-    """A loaded, validated dataset: numeric features and one target.
+    """A loaded, validated dataset: typed feature columns and one target.
 
     Attributes:
-        name: short name used for runs and MLflow datasets ("digits", or the CSV file's stem).
+        name: short name used for runs and MLflow datasets ("digits", or the file's stem).
         source: the spec it was loaded from ("digits", "csv:/data/x.csv").
-        features: numeric feature columns as float64, no missing values.
+        features: the used feature columns (`roles.used`), typed by `columns.typed_features`: numeric
+            as float64, strings as object, booleans as bool; missing values as NaN.
         target: the label (classification) or value (regression), named `target_name`.
         task: "classification" or "regression".
         class_labels: sorted distinct labels for classification, () for regression.
         image_shape: (height, width) when each row is a flattened grayscale image (digits: (8, 8)).
+        roles: what each column is (numeric, categorical, boolean, dropped).
     """
 
     name: str
@@ -59,6 +67,7 @@ class Dataset:
     task: Task
     class_labels: tuple[Any, ...] = ()
     image_shape: tuple[int, int] | None = None
+    roles: ColumnRoles = field(default_factory=ColumnRoles)
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -151,20 +160,29 @@ def _joined(features: pd.DataFrame, target: pd.Series) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------- loading
 
 
-def load_dataset(spec: str, target: str | None = None, task: str | None = None) -> Dataset:
+def load_dataset(
+    spec: str,
+    target: str | None = None,
+    task: str | None = None,
+    categorical: tuple[str, ...] = (),
+    drop: tuple[str, ...] = (),
+) -> Dataset:
     """Load and validate a dataset.
 
     Args:
-        spec: one of `digits`, `breast_cancer`, `wine`, `diabetes`, or `csv:<path>`.
-        target: the label column; required for CSV, and must be "target" (or None) for bundled sets.
+        spec: one of `digits`, `breast_cancer`, `wine`, `diabetes`, `csv:<path>` or `parquet:<path>`.
+        target: the label column; required for files, and must be "target" (or None) for bundled sets.
         task: "classification", "regression", or None/"auto" to infer it from the target.
+        categorical: columns to treat as categorical whatever their type (integer codes).
+        drop: columns not to use.
 
     Raises:
-        DataError: unknown dataset, missing file, missing target column, non-numeric features,
-            missing values, a class with a single sample, or a target that cannot serve the task.
+        DataError: unknown dataset, missing file, missing target column, an unknown or unusable column
+            in `categorical`/`drop`, no usable column, a class with a single sample, or a target that
+            cannot serve the task.
     """
-    if spec.startswith(CSV_PREFIX):
-        name, features, target_series = _load_csv(spec[len(CSV_PREFIX) :], target)
+    if spec.startswith(TABLE_PREFIXES):
+        name, features, target_series = _load_table(spec, target)
         image_shape = None
     elif spec in _BUNDLED:
         name = spec
@@ -177,12 +195,17 @@ def load_dataset(spec: str, target: str | None = None, task: str | None = None) 
     else:
         raise DataError(
             f"unknown dataset {spec!r}; valid: {', '.join(BUNDLED_DATASETS)}, "
-            f"or {CSV_PREFIX}<path> with target=<column>"
+            f"or {CSV_PREFIX}<path> / {PARQUET_PREFIX}<path> with target=<column>"
         )
     resolved_task = _resolve_task(target_series, task)
-    _validate_features(features, name)
-    # One dtype for every feature: model signatures say double, so served ints and floats both fit.
-    features = features.astype("float64")
+    if features.shape[1] == 0:
+        raise DataError(f"dataset {name!r} has no feature columns besides the target")
+    try:
+        roles = infer_roles(features, categorical=categorical, drop=drop)
+    except ColumnError as error:
+        raise DataError(f"dataset {name!r}: {error}") from None
+    # One dtype per role: numbers are float64, so model signatures say double and served ints fit too.
+    features = typed_features(features, roles)
     if target_series.isna().any():
         raise DataError(
             f"dataset {name!r}: target column {target_series.name!r} has "
@@ -201,42 +224,38 @@ def load_dataset(spec: str, target: str | None = None, task: str | None = None) 
         task=resolved_task,
         class_labels=class_labels,
         image_shape=image_shape,
+        roles=roles,
     )
 
 
-def _load_csv(path_text: str, target: str | None) -> tuple[str, pd.DataFrame, pd.Series]:
+def _load_table(spec: str, target: str | None) -> tuple[str, pd.DataFrame, pd.Series]:
+    """A CSV or Parquet file -> (name, feature columns, target column)."""
+    kind, prefix = ("CSV", CSV_PREFIX) if spec.startswith(CSV_PREFIX) else ("Parquet", PARQUET_PREFIX)
+    path_text = spec[len(prefix) :]
     path = Path(path_text).expanduser()
     if not path_text:
-        raise DataError(f"dataset {CSV_PREFIX!r} needs a path: {CSV_PREFIX}<path>")
+        raise DataError(f"dataset {prefix!r} needs a path: {prefix}<path>")
     if not path.is_file():
-        raise DataError(f"CSV file not found: {path}")
+        raise DataError(f"{kind} file not found: {path}")
     try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise DataError(f"cannot read CSV file {path}: {error}") from None
-    columns = [str(column) for column in frame.columns]
+        frame = pd.read_csv(path) if kind == "CSV" else pd.read_parquet(path)
+    except (
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+        UnicodeDecodeError,
+        ValueError,
+        OSError,
+    ) as error:
+        raise DataError(f"cannot read {kind} file {path}: {error}") from None
+    frame.columns = [str(column) for column in frame.columns]
+    columns = list(frame.columns)
     if not target:
-        raise DataError(f"CSV dataset {path.name} needs target=<column>; columns: {', '.join(columns)}")
+        raise DataError(f"{kind} dataset {path.name} needs target=<column>; columns: {', '.join(columns)}")
     if target not in frame.columns:
         raise DataError(f"target column {target!r} not found in {path.name}; columns: {', '.join(columns)}")
     if len(frame) == 0:
-        raise DataError(f"CSV file {path} has no rows")
+        raise DataError(f"{kind} file {path} has no rows")
     return path.stem, frame.drop(columns=[target]), frame[target]
-
-
-def _validate_features(features: pd.DataFrame, name: str) -> None:
-    if features.shape[1] == 0:
-        raise DataError(f"dataset {name!r} has no feature columns besides the target")
-    numeric = pd.api.types.is_numeric_dtype
-    non_numeric = [str(column) for column, dtype in features.dtypes.items() if not numeric(dtype)]
-    if non_numeric:
-        raise DataError(
-            f"dataset {name!r} has non-numeric feature columns: {', '.join(non_numeric)} "
-            "(encode them as numbers, or drop them)"
-        )
-    missing = [str(column) for column in features.columns if features[column].isna().any()]
-    if missing:
-        raise DataError(f"dataset {name!r} has missing values in feature columns: {', '.join(missing)}")
 
 
 def infer_task(target: pd.Series) -> Task:

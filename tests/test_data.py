@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cellar
 import numpy as np
 import pandas as pd
 import pytest
@@ -178,16 +179,49 @@ def test_missing_target_column_is_named_with_available_columns(tmp_path):
         load_dataset(spec, target="label")
 
 
-def test_non_numeric_features_are_named(tmp_path):
-    frame = pd.DataFrame({"a": [1.0] * 6, "color": list("rgbrgb"), "city": list("xyzxyz"), "y": [0, 1] * 3})
-    with pytest.raises(DataError, match="non-numeric feature columns: color, city"):
-        load_dataset(_csv(tmp_path, frame), target="y")
+def test_string_boolean_and_missing_features_get_roles_and_typed_columns(tmp_path):
+    frame = pd.DataFrame(
+        {
+            "a": [1.0, None, 2.0, 3.0, 4.0, 5.0],
+            "color": ["r", "g", None, "r", "g", "b"],
+            "flag": [True, False] * 3,
+            "y": [0, 1] * 3,
+        }
+    )
+    dataset = load_dataset(_csv(tmp_path, frame), target="y")
+    assert dataset.roles.numeric == ("a",) and dataset.roles.categorical == ("color",)
+    assert dataset.roles.boolean == ("flag",) and set(dataset.roles.with_missing) == {"a", "color"}
+    assert dataset.features.dtypes.astype(str).to_dict() == {
+        "a": "float64",
+        "color": "object",
+        "flag": "bool",
+    }
 
 
-def test_missing_feature_values_are_named(tmp_path):
-    frame = pd.DataFrame({"a": [1.0, None, 2.0, 3.0], "y": [0, 1, 0, 1]})
-    with pytest.raises(DataError, match="missing values in feature columns: a"):
-        load_dataset(_csv(tmp_path, frame), target="y")
+def test_unknown_column_in_categorical_or_drop_is_named(tmp_path):
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "y": [0, 1, 0, 1]})
+    with pytest.raises(DataError, match="drop=nope: no such column; columns: a"):
+        load_dataset(_csv(tmp_path, frame), target="y", drop=("nope",))
+
+
+def test_parquet_tables_load_like_csv(tmp_path):
+    frame = cellar.wine_cellar()
+    frame.to_parquet(tmp_path / "cellar.parquet")
+    from_parquet = load_dataset(f"parquet:{tmp_path / 'cellar.parquet'}", target=cellar.TARGET)
+    from_csv = load_dataset(_csv(tmp_path, frame, "cellar.csv"), target=cellar.TARGET)
+    assert from_parquet.roles == from_csv.roles
+    assert from_parquet.name == "cellar" and from_parquet.class_labels == tuple(sorted(cellar.CULTIVARS))
+    pd.testing.assert_frame_equal(from_parquet.features, from_csv.features)
+
+
+def test_the_shipped_csv_is_the_wine_cellar_table(tmp_path):
+    import mlops_platform
+
+    shipped = Path(mlops_platform.__file__).parent / "datasets" / "wine_cellar.csv"
+    dataset = load_dataset(f"csv:{shipped}", target=cellar.TARGET)
+    built = load_dataset(_csv(tmp_path, cellar.wine_cellar(), "wine_cellar.csv"), target=cellar.TARGET)
+    assert dataset.digest == built.digest
+    assert set(dataset.roles.dropped) == {"bottle_id"}
 
 
 def test_class_with_single_sample_is_named(tmp_path):

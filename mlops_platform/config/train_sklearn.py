@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from mlops_platform.config.base import JobConfig
+from mlops_platform.config.table import TableConfig
 from mlops_platform.training.sklearn_models import (
     HYPERPARAMETERS,
     hyperparameters_of,
@@ -23,11 +23,13 @@ ModelName = Literal[
 ]
 
 
-class TrainSklearnConfig(JobConfig):
+class TrainSklearnConfig(TableConfig):
     """Train one scikit-learn model, cross-validate it, score it on the test split and log everything."""
 
-    dataset: str = Field("digits", description="digits | breast_cancer | wine | diabetes | csv:<path>")
-    target: str | None = Field(None, description="Label column of a csv:<path> dataset.")
+    dataset: str = Field(
+        "digits", description="digits | breast_cancer | wine | diabetes | csv:<path> | parquet:<path>"
+    )
+    target: str | None = Field(None, description="Label column of a csv:/parquet: dataset.")
     task: Literal["auto", "classification", "regression"] = Field(
         "auto", description="Learning task; auto infers it from the target column."
     )

@@ -26,6 +26,7 @@ from mlops_platform import evaluation
 from mlops_platform.config.train_sklearn import TrainSklearnConfig
 from mlops_platform.data import DataError, Dataset, Splits, load_dataset, split_dataset
 from mlops_platform.errors import UserError
+from mlops_platform.preprocessing import build_preprocessor, with_preprocessing
 from mlops_platform.training.sklearn_models import (
     build_pipeline,
     hyperparameters_of,
@@ -43,6 +44,9 @@ MODEL_TAG = "mlops.model"
 TASK_TAG = "mlops.task"
 BASELINE_RUN_TAG = "mlops.baseline_run_id"
 LATENCY_REPEATS = 3
+COLUMN_ROLES_ARTIFACT = "column_roles.json"
+# Models that take NaN in their input themselves, so impute=none can leave missing numbers as they are.
+_TAKES_MISSING = ("hist_gb", BASELINE_MODEL)
 # MLflow's hint that integer columns cannot hold missing values: our labels and counts never miss any.
 _INTEGER_SCHEMA_HINT = ".*integer column"
 # What a served scikit-learn pipeline needs, pinned to the versions it was trained with.
@@ -100,7 +104,13 @@ def prepare(config: TrainSklearnConfig) -> PreparedData:
         UserError (DataError): anything the user must fix; no run exists yet.
     """
     task = None if config.task == "auto" else config.task
-    dataset = load_dataset(config.dataset, target=config.target, task=task)
+    dataset = load_dataset(
+        config.dataset,
+        target=config.target,
+        task=task,
+        categorical=config.categorical_columns,
+        drop=config.dropped_columns,
+    )
     if config.model not in models_for(dataset.task):
         raise UserError(
             f"model={config.model!r} does not fit dataset {dataset.name!r}, a {dataset.task} task; "
@@ -111,6 +121,12 @@ def prepare(config: TrainSklearnConfig) -> PreparedData:
         raise UserError(
             f"hyperparameter {', '.join(wrong)} does not apply to {dataset.task} model={config.model!r}; "
             f"valid: {', '.join(hyperparameters_of(config.model, dataset.task)) or 'none'}"
+        )
+    gaps = [name for name in dataset.roles.numeric if name in dataset.roles.with_missing]
+    if config.impute == "none" and gaps and config.model not in _TAKES_MISSING:
+        raise DataError(
+            f"impute=none leaves missing numbers in {', '.join(gaps)}, which model={config.model!r} "
+            f"cannot take; use impute=median|most_frequent or model={'|'.join(_TAKES_MISSING)}"
         )
     splits = split_dataset(dataset, config.seed, config.val_fraction, config.test_fraction)
     if dataset.task == "classification":
@@ -153,6 +169,11 @@ def train_model(model: str, prepared: PreparedData) -> TrainedModel:
     config = prepared.config
     hyperparameters = config.hyperparameters() if model == config.model else {}
     pipeline = build_pipeline(model, prepared.task, hyperparameters, config.seed)
+    roles = prepared.dataset.roles
+    if not roles.all_numeric_complete:
+        # Scaling stays where it is: inside the pipelines of the models that need it.
+        preprocessor = build_preprocessor(roles, scale=False, **config.preprocessing_options())
+        pipeline = with_preprocessing(pipeline, preprocessor)
     metrics = cross_validate(pipeline, prepared)
 
     train, test = prepared.splits.train, prepared.splits.test
@@ -212,8 +233,12 @@ def _serialize(pipeline: Any) -> bytes:
 
 def feature_importances(pipeline: Any, feature_names: tuple[str, ...]) -> pd.DataFrame | None:
     """Impurity importances of tree models, or |coefficient| (mean over classes) of linear models on
-    standardized features; None when the model has neither."""
+    standardized features; None when the model has neither. With a preprocessing step, the names are
+    its output columns (one per category)."""
     estimator = pipeline.named_steps["model"]
+    if "preprocess" in pipeline.named_steps:
+        encoded = pipeline.named_steps["preprocess"].get_feature_names_out()
+        feature_names = tuple(str(name) for name in encoded)
     values = getattr(estimator, "feature_importances_", None)
     if values is None and hasattr(estimator, "coef_"):
         coefficients = np.atleast_2d(np.asarray(estimator.coef_, dtype=np.float64))
@@ -259,6 +284,7 @@ def log_trained(run: Any, prepared: PreparedData, trained: TrainedModel, registe
             "resolved.model": trained.model,
             "resolved.task": dataset.task,
             "data.n_features": len(dataset.feature_names),
+            **column_role_params(dataset),
             "data.n_train": len(splits.train),
             "data.n_validation": len(splits.validation),
             "data.n_test": len(splits.test),
@@ -271,9 +297,21 @@ def log_trained(run: Any, prepared: PreparedData, trained: TrainedModel, registe
         warnings.filterwarnings("ignore", message=_INTEGER_SCHEMA_HINT, category=UserWarning)
         splits.log_to(run)
     run.log_metrics(trained.metrics)
+    run.log_dict(dataset.roles.to_dict(), COLUMN_ROLES_ARTIFACT)
     _log_evaluation_artifacts(run, prepared, trained)
     model_info = _log_model(run, prepared, trained, config.registered_model_name if register else None)
     return getattr(model_info, "model_uri", None)
+
+
+def column_role_params(dataset: Dataset) -> dict[str, Any]:
+    """How many columns have each role, and which were dropped (the full roles are an artifact)."""
+    roles = dataset.roles
+    return {
+        "data.n_numeric": len(roles.numeric),
+        "data.n_categorical": len(roles.categorical),
+        "data.n_boolean": len(roles.boolean),
+        "data.dropped": ",".join(roles.dropped) or "none",
+    }
 
 
 def _log_evaluation_artifacts(run: Any, prepared: PreparedData, trained: TrainedModel) -> None:
@@ -306,12 +344,11 @@ def _log_model(
     run: Any, prepared: PreparedData, trained: TrainedModel, registered_model_name: str | None
 ) -> Any:
     import skops.io
-    from mlflow.models import infer_signature
+
+    from mlops_platform.tracking.signatures import column_signature
 
     example = prepared.splits.train.features.head(5)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=_INTEGER_SCHEMA_HINT, category=UserWarning)
-        signature = infer_signature(example, trained.pipeline.predict(example))
+    signature = column_signature(example, trained.pipeline.predict(example))
     try:
         # We built every type in this pipeline ourselves; listing them lets loaders accept them.
         flavor_kwargs: dict[str, Any] = {
@@ -332,6 +369,7 @@ def _log_model(
             # Stated, not inferred: inference loads the model in a subprocess (seconds per model) and picks
             # up whatever the process imported (torch), which a scikit-learn model does not need.
             pip_requirements=_pinned(packages),
+            metadata={"column_roles": prepared.dataset.roles.to_dict()},
             **flavor_kwargs,
         )
 

@@ -180,3 +180,44 @@ def test_validation_split_is_scored_when_asked():
     assert [d["context"] for d in main_run.datasets] == ["train", "validation", "test"]
     assert {"val_accuracy", "val_f1_macro", "val_roc_auc", "val_log_loss"} <= set(main_run.metrics)
     assert int(main_run.params["data.n_validation"]) == len(main_run.datasets[1]["frame"]) > 0
+
+
+def test_mixed_table_trains_with_preprocessing_inside_the_model(tmp_path):
+    import cellar
+    import numpy as np
+
+    path = tmp_path / "cellar.csv"
+    cellar.wine_cellar().to_csv(path, index=False)
+    tracker = RecordingTracker()
+    config = _config(dataset=f"csv:{path}", target=cellar.TARGET, model="logreg", baseline=False)
+    sklearn_job.run(config, tracker=tracker, find_baseline=_no_baseline)
+    run = tracker.last_run
+    assert run.history("test_accuracy")[0] > 0.9
+    roles = run.artifacts["column_roles.json"]
+    assert "bottle_id" in str(roles) and run.params["data.dropped"] == "bottle_id"
+    assert run.params["data.n_categorical"] == "1" and run.params["data.n_boolean"] == "1"
+    (model,) = run.models
+    inputs = model.signature.inputs
+    assert [column.name for column in inputs.inputs] == [
+        c for c in cellar.wine_cellar().columns if c not in ("bottle_id", cellar.TARGET)
+    ]
+    assert all(column.required for column in inputs.inputs)
+    types = {column.name: column.type.name for column in inputs.inputs}
+    assert types["region"] == "string" and types["organic"] == "boolean" and types["alcohol"] == "double"
+    assert model.kwargs["metadata"]["column_roles"]["categorical"] == ["region"]
+
+    pipeline = model.model
+    row = model.input_example.iloc[[0]].copy()
+    row["alcohol"], row["region"] = np.nan, None
+    unseen = row.assign(region="atlantis")
+    assert pipeline.predict(row)[0] in cellar.CULTIVARS
+    assert pipeline.predict(unseen)[0] in cellar.CULTIVARS
+
+
+def test_impute_none_with_a_model_that_cannot_take_nan_fails_before_a_run(tmp_path):
+    import cellar
+
+    path = tmp_path / "cellar.csv"
+    cellar.wine_cellar().to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"impute=none leaves missing numbers in alcohol, magnesium"):
+        sklearn_job.prepare(_config(dataset=f"csv:{path}", target=cellar.TARGET, model="svc", impute="none"))
