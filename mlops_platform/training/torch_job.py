@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from mlops_platform.config.train_torch import TorchTrainConfig
-from mlops_platform.data import Dataset, Splits, load_dataset, split_dataset
+from mlops_platform.data import DataError, Dataset, Splits, load_dataset, split_dataset
 from mlops_platform.errors import UserError
 from mlops_platform.evaluation import (
     classification_report_text,
@@ -85,6 +85,13 @@ def prepare_data(config: TorchTrainConfig) -> Prepared:
         UserError: a regression target, or a CNN on data that is not images.
     """
     dataset = load_dataset(config.dataset, target=config.target)
+    roles = dataset.roles
+    if not roles.all_numeric_complete:
+        raise DataError(
+            f"dataset {dataset.name!r}: the torch trainer takes numeric columns without gaps; categorical: "
+            f"{', '.join(roles.categorical) or '-'}, boolean: {', '.join(roles.boolean) or '-'}, "
+            f"with missing values: {', '.join(roles.with_missing) or '-'} (train_sklearn takes them)"
+        )
     if dataset.task != "classification":
         raise UserError(
             f"dataset={config.dataset!r} has a regression target ({dataset.target_name}); "
