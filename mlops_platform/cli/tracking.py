@@ -9,22 +9,39 @@ from mlops_platform.errors import UserError
 
 @click.command()
 @click.option(
-    "--tracking-uri", default=None, help="Deliver to this server instead of the one each journal recorded."
+    "--tracking-uri",
+    default=None,
+    help="Deliver to this server instead of the one each journal recorded (your credentials go there).",
 )
 @click.option("--attempts", default=3, show_default=True, help="Tries per journal while the server is away.")
-def sync(tracking_uri: str | None, attempts: int) -> None:
+@click.option(
+    "--status", "show_status", is_flag=True, help="Only list waiting, rejected and quarantined journals."
+)
+@click.option(
+    "--clean", is_flag=True, help="Delete the rejected records and quarantined journals (after --status)."
+)
+def sync(tracking_uri: str | None, attempts: int, show_status: bool, clean: bool) -> None:
     """Replay the run journals under $MLOPS_HOME that no live process owns.
 
     Records are sent with their original timestamps; what the server already acknowledged is not sent
-    again, and a re-sent record is stored once. Delivered journals are deleted.
+    again, and a re-sent record is stored once. Delivered journals are deleted; one that cannot be
+    delivered at all is moved to $MLOPS_HOME/quarantine and reported.
     """
+    if show_status and clean:
+        raise click.UsageError("--status and --clean do different things; give one")
+    if show_status:
+        _print_status()
+        return
+    if clean:
+        _clean()
+        return
     from mlops_platform.tracking.replay import sync_journals
 
     results = sync_journals(tracking_uri=tracking_uri, attempts=attempts)
     if not results:
         click.echo("nothing to sync")
         return
-    pending = 0
+    pending = quarantined = 0
     for result in results:
         counts = result.counts
         line = (
@@ -39,9 +56,48 @@ def sync(tracking_uri: str | None, attempts: int) -> None:
         if result.state == "pending":
             pending += 1
             line += f": {result.error or 'not fully delivered'}; kept in {result.path}"
+        elif result.state == "quarantined":
+            quarantined += 1
+            line += f": {result.error}; moved to {result.path}"
         click.echo(line)
+    problems = []
     if pending:
-        raise click.ClickException(f"{pending} journal(s) not delivered; run `mlops sync` again later")
+        problems.append(f"{pending} journal(s) not delivered; run `mlops sync` again later")
+    if quarantined:
+        problems.append(
+            f"{quarantined} journal(s) cannot be delivered and were quarantined; "
+            "see `mlops sync --status`, remove with `mlops sync --clean`"
+        )
+    if problems:
+        raise click.ClickException("; ".join(problems))
+
+
+def _print_status() -> None:
+    from mlops_platform.tracking.housekeeping import leftovers, waiting_journals
+
+    waiting = waiting_journals()
+    found = leftovers()
+    for journal in waiting:
+        click.echo(
+            f"journal {journal.run_id}: {journal.state}, "
+            f"{journal.pending_bytes} bytes to deliver ({journal.path})"
+        )
+    for leftover in found:
+        click.echo(f"{leftover.kind} {leftover.path}: {leftover.detail}")
+    click.echo(
+        f"{len(waiting)} journal(s) waiting, "
+        f"{sum(f.kind == 'rejected' for f in found)} rejected file(s), "
+        f"{sum(f.kind == 'quarantined' for f in found)} quarantined journal(s)"
+    )
+
+
+def _clean() -> None:
+    from mlops_platform.tracking.housekeeping import clean_leftovers
+
+    removed = clean_leftovers()
+    for leftover in removed:
+        click.echo(f"removed {leftover.kind} {leftover.path}")
+    click.echo(f"{len(removed)} rejected file(s) and quarantined journal(s) removed")
 
 
 @click.command()

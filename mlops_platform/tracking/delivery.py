@@ -22,8 +22,9 @@ import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
-from mlops_platform.tracking.journal import Journal, Record
+from mlops_platform.tracking.journal import SPOOL_DIR, Journal, Record
 
 _log = logging.getLogger(__name__)
 
@@ -303,7 +304,9 @@ class Delivery:
                 raise TransientDeliveryError(str(error)) from error
             self._reject("metrics", [metric], error)
 
-    def _reject(self, kind: str, entities: list[dict], error: BaseException) -> None:
+    def _reject(
+        self, kind: str, entities: list[dict], error: BaseException, by: str = "the tracking server"
+    ) -> None:
         entries = [{"kind": kind, **entity, "error": str(error)[:500]} for entity in entities]
         self.journal.rejected_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.journal.rejected_path, "a") as file:
@@ -311,13 +314,21 @@ class Delivery:
         self.counts.rejected += len(entries)
         self.counts.errors.append(str(error)[:500])
         warnings.warn(
-            f"the tracking server refused {kind} {[e['key'] for e in entities]} of run {self.run_id}: "
+            f"{by} refused {kind} {[e['key'] for e in entities]} of run {self.run_id}: "
             f"{str(error)[:300]} (kept in {self.journal.rejected_path})",
             DeliveryRejected,
             stacklevel=2,
         )
 
     def _artifact(self, relative: str, artifact_path: str | None, offset: int) -> None:
+        problem = spool_problem(self.journal.directory, relative)
+        if problem:
+            # A forged or damaged record: upload nothing, delete nothing, keep it aside.
+            self._reject(
+                "artifacts", [{"key": relative, "value": artifact_path}], ValueError(problem), by="delivery"
+            )
+            self._acknowledge(offset)
+            return
         local = self.journal.directory / relative
         # Missing: uploaded and removed before a crash lost the acknowledgement; nothing left to do.
         if local.exists():
@@ -351,6 +362,40 @@ class Delivery:
         self._acked = offset
         if self._on_ack is not None:
             self._on_ack(offset)
+
+    def compact(self) -> None:
+        """Drop the delivered front of a live journal (see `Journal.compact`)."""
+        self._acked -= self.journal.compact(self._acked)
+
+
+def spool_problem(journal_dir: Path, relative: str) -> str | None:
+    """Why `relative` is not an artifact this journal spooled (None when it is).
+
+    What `Journal.append_artifact` writes is `spool/<entry>/<name>`: one file or a folder of plain
+    files, inside this journal's own spool. Anything else (an absolute path, `..`, a link out) would
+    make `mlops sync` upload, then delete, files the journal does not own.
+    """
+    parts = PurePosixPath(relative).parts
+    if (
+        len(parts) != 3
+        or parts[0] != SPOOL_DIR
+        or any(part in ("", ".", "..") or "\\" in part for part in parts)
+        or PurePosixPath(relative).is_absolute()
+    ):
+        return f"artifact record {relative!r} does not name a file in the journal's spool"
+    entry = (journal_dir / SPOOL_DIR / parts[1]).resolve()
+    local = journal_dir / relative
+    if (
+        local.is_symlink()
+        or local.resolve().parent != entry
+        or entry.parent != (journal_dir / SPOOL_DIR).resolve()
+    ):
+        return f"artifact record {relative!r} leads out of the journal's spool"
+    if local.is_dir():
+        for path in local.rglob("*"):
+            if path.is_symlink():
+                return f"artifact folder {relative!r} holds a link ({path.name}); spooled copies never do"
+    return None
 
 
 def now_ms() -> int:

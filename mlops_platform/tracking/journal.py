@@ -52,6 +52,7 @@ META_FILE = "meta.json"
 LOCK_FILE = "lock"
 SPOOL_DIR = "spool"
 REJECTED_DIR = "rejected"
+QUARANTINE_DIR = "quarantine"
 # log_batch takes at most 100 params or tags a request; keeping every line this small lets the sender
 # build requests from whole lines, so the acknowledged offset never falls inside a line.
 MAX_ENTRIES_PER_LINE = 100
@@ -101,6 +102,7 @@ class Journal:
         self._write_lock = threading.Lock()
         self._written = 0
         self._torn = False
+        self.compacted = 0  # bytes dropped from the front by `compact` while this process owned it
         self._encoded_keys: dict[str, str] = {}
 
     # --- creation and ownership --------------------------------------------------------------------
@@ -266,6 +268,39 @@ class Journal:
 
     def append_end(self, status: str, timestamp_ms: int) -> None:
         self._append(json.dumps({"e": status, "t": timestamp_ms}) + "\n")
+
+    def position(self) -> int:
+        """Bytes ever appended, compacted ones included: the logical offset a flush waits for."""
+        with self._write_lock:
+            return self.compacted + self.written
+
+    def compact(self, acked: int) -> int:
+        """Drop the first `acked` bytes (delivered) of a live journal; return how many were dropped.
+
+        The undelivered tail is copied into a new file that replaces the old one, under the write lock,
+        so no append is lost. The acknowledged offset is set to 0 before the swap: a crash in between
+        replays delivered records, which are stored once (see `delivery`), and never skips a new one.
+        """
+        with self._write_lock:
+            if self._write_fd is None or acked <= 0 or acked > self._written:
+                return 0
+            tail = os.pread(self._write_fd, self._written - acked, acked)
+            temporary = self.records_path.with_name(f".{RECORDS_FILE}.compacting")
+            fd = os.open(temporary, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                if tail:
+                    os.write(fd, tail)
+                os.fsync(fd)
+                _atomic_write(self.directory / ACK_FILE, "0")
+                os.replace(temporary, self.records_path)
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(self._write_fd)
+            self._write_fd = fd
+            self._written -= acked
+            self.compacted += acked
+            return acked
 
     def sync_to_disk(self) -> None:
         """fsync the records: guards against a machine crash (process death needs no fsync)."""

@@ -84,6 +84,7 @@ class TrackedRun:
         self._sender: Sender | None = None
         self._heartbeat: Heartbeat | None = None
         self._sampler: SystemMetricsSampler | None = None
+        self.replay_thread: threading.Thread | None = None  # delivering orphaned journals, if any
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def __enter__(self) -> TrackedRun:
@@ -103,7 +104,13 @@ class TrackedRun:
         except BaseException as error:
             self._end_without_journal(error)
             raise
-        self._sender = Sender(self._journal, self.client, self.run_id, interval=tracker.send_interval)
+        self._sender = Sender(
+            self._journal,
+            self.client,
+            self.run_id,
+            interval=tracker.send_interval,
+            compact_bytes=tracker.journal_compact_bytes,
+        )
         try:
             self._sender.start()
             self.set_tags({**standard_tags(self._entry_point), **self._user_tags})
@@ -118,7 +125,7 @@ class TrackedRun:
             self._close("FAILED")
             raise
         if tracker.replay_on_start:
-            tracker.replay_orphans(exclude={self.run_id})
+            self.replay_thread = tracker.replay_orphans(exclude={self.run_id})
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:

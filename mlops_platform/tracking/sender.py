@@ -26,11 +26,13 @@ class Sender:
         interval: float = 1.0,
         max_backoff: float = 10.0,
         fsync_interval: float = 1.0,
+        compact_bytes: int = 64 * 1024 * 1024,
     ):
         self.journal = journal
         self.interval = interval
         self.max_backoff = max_backoff
         self.fsync_interval = fsync_interval
+        self.compact_bytes = compact_bytes
         self.last_error: str | None = None
         self._condition = threading.Condition()
         self._delivery = Delivery(journal, client, run_id, on_ack=self._acknowledged)
@@ -55,11 +57,12 @@ class Sender:
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait until everything appended so far is acknowledged; False if `timeout` passed first."""
-        target = self.journal.written
+        target = self.journal.position()
         deadline = None if timeout is None else time.monotonic() + timeout
         self._wake.set()
         with self._condition:
-            while self._delivery.acked < target:
+            # Logical offsets (compacted bytes included): compaction runs under this condition.
+            while self.journal.compacted + self._delivery.acked < target:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -87,6 +90,7 @@ class Sender:
             try:
                 self._sync_to_disk()
                 self._delivery.pump()
+                self._compact()
                 if self.last_error is not None:
                     _log.warning("tracking server reachable again; delivery of run journal resumed")
                 backoff, self.last_error = 0.0, None
@@ -102,6 +106,12 @@ class Sender:
                     self._condition.notify_all()
                 return
             self._wake.wait(backoff or self.interval)
+
+    def _compact(self) -> None:
+        """A long run's journal does not grow for ever: its delivered front is dropped now and then."""
+        if self._delivery.acked >= self.compact_bytes:
+            with self._condition:
+                self._delivery.compact()
 
     def _sync_to_disk(self) -> None:
         now = time.monotonic()

@@ -32,6 +32,8 @@ class Tracker:
             `mlops sync`.
         replay_on_start: deliver journals that dead processes left behind, in the background, when a
             run starts.
+        journal_compact_bytes: a live run's journal is emptied once this many bytes of it are
+            delivered, so a long run does not fill the disk with records the server already holds.
     """
 
     def __init__(
@@ -43,6 +45,7 @@ class Tracker:
         system_metrics_interval: float | None = None,
         close_timeout: float = 30.0,
         replay_on_start: bool = True,
+        journal_compact_bytes: int = 64 * 1024 * 1024,
     ):
         self._explicit_uri = tracking_uri
         self._home = home
@@ -59,6 +62,7 @@ class Tracker:
         )
         self.close_timeout = close_timeout
         self.replay_on_start = replay_on_start
+        self.journal_compact_bytes = journal_compact_bytes
 
     @property
     def tracking_uri(self) -> str:
@@ -92,7 +96,12 @@ class Tracker:
 
         thread = threading.Thread(
             target=sync_journals,
-            kwargs={"home": self.home, "attempts": 1, "exclude": tuple(exclude)},
+            kwargs={
+                "home": self.home,
+                "attempts": 1,
+                "exclude": tuple(exclude),
+                "configured_uri": self.tracking_uri,
+            },
             name="mlops-replay",
             daemon=True,
         )
