@@ -20,6 +20,7 @@ import requests
 
 from mlops_platform.demo_config import DemoConfig
 from mlops_platform.errors import UserError
+from mlops_platform.redaction import redact
 from mlops_platform.server import LocalTrackingServer, ServerConfig, free_port, port_in_use, wait_for_health
 from mlops_platform.settings import experiment_ui_url, mlops_home
 
@@ -43,7 +44,7 @@ def _start_tracking_server(config: DemoConfig) -> str:
         print(f"tracking server already running at {server.url}")
         return server.url
     url = server.start()
-    print(f"tracking server running at {url} (store: {server.config.resolved_backend_store_uri})")
+    print(f"tracking server running at {url} (store: {redact(server.config.resolved_backend_store_uri)})")
     return url
 
 

@@ -25,6 +25,7 @@ import psutil
 import requests
 
 from mlops_platform.errors import UserError
+from mlops_platform.redaction import open_private_append, redact, write_private
 from mlops_platform.settings import SERVER_STATE_FILE, mlops_home
 
 PID_FILE = "server.pid"
@@ -52,7 +53,8 @@ class ServerConfig:
     app_name: str | None = None
     # Where basic-auth keeps its users; default sqlite:///$home/basic_auth.db.
     auth_database_uri: str | None = None
-    # Host headers to accept besides localhost and private IPs (service names in docker-compose).
+    # Host names to accept besides MLflow's defaults (localhost and private IPs, any port): service
+    # names in docker-compose, the public host name. Each is accepted with and without a port.
     allowed_hosts: str | None = None
 
     @property
@@ -69,10 +71,10 @@ class ServerConfig:
         return f"http://{host}:{self.port}"
 
     def server_command(self) -> list[str]:
+        # The store URIs travel in the environment (process_environment), not on the command line,
+        # where any user of the machine could read their passwords in `ps`.
         command = [
             sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", self.resolved_backend_store_uri,
-            "--artifacts-destination", self.resolved_artifacts_destination,
             "--host", self.host,
             "--port", str(self.port),
             "--workers", str(self.workers),
@@ -80,8 +82,25 @@ class ServerConfig:
         if self.app_name:
             command += ["--app-name", self.app_name]
         if self.allowed_hosts:
-            command += ["--allowed-hosts", self.allowed_hosts]
+            command += ["--allowed-hosts", ",".join(self.allowed_host_patterns())]
         return command
+
+    def allowed_host_patterns(self) -> list[str]:
+        """MLflow's default Host patterns plus each extra host, bare and with any port.
+
+        MLflow's `--allowed-hosts` replaces its defaults (localhost, private IPs), and a Host header
+        carries the port whenever it is not the scheme's default, so `mlflow.example.com` alone would
+        refuse clients of `http://mlflow.example.com:5000`.
+        """
+        from mlflow.server.security_utils import get_default_allowed_hosts
+
+        patterns = list(get_default_allowed_hosts())
+        for host in (part.strip() for part in (self.allowed_hosts or "").split(",")):
+            bare = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+            for pattern in (bare, f"{bare}:*"):
+                if bare and pattern not in patterns:
+                    patterns.append(pattern)
+        return patterns
 
     def auth_config_file(self) -> Path:
         return self.home / "basic_auth.ini"
@@ -89,6 +108,8 @@ class ServerConfig:
     def process_environment(self) -> dict[str, str]:
         """The server's environment, with the basic-auth config file when authentication is on."""
         extra = dict(self.environment)
+        extra["MLFLOW_BACKEND_STORE_URI"] = self.resolved_backend_store_uri
+        extra["MLFLOW_ARTIFACTS_DESTINATION"] = self.resolved_artifacts_destination
         if self.app_name == "basic-auth":
             extra["MLFLOW_AUTH_CONFIG_PATH"] = str(self.auth_config_file())
         return server_environment(extra)
@@ -100,12 +121,14 @@ class ServerConfig:
         ):
             raise ServerError("--app-name basic-auth needs MLFLOW_AUTH_ADMIN_PASSWORD in the environment")
         database_uri = self.auth_database_uri or f"sqlite:///{self.home / 'basic_auth.db'}"
-        self.auth_config_file().write_text(
+        # 0600: database_uri may carry the database password.
+        write_private(
+            self.auth_config_file(),
             "[mlflow]\n"
             "default_permission = READ\n"
             f"database_uri = {database_uri}\n"
             "admin_username = admin\n"
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
         )
 
 
@@ -115,6 +138,32 @@ def server_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     environment["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     environment.update(extra or {})
     return environment
+
+
+def check_database(backend_store_uri: str) -> None:
+    """Connect once, so an unreachable database or a refused login is one clear error at once.
+
+    `mlflow db upgrade` retries a failing connection with exponential backoff for over a minute
+    before it reports anything.
+    """
+    if not backend_store_uri.startswith(("postgresql", "mysql", "mssql")):
+        return  # SQLite: the file is created by the migration
+    import sqlalchemy as sa
+
+    from mlops_platform.registry.locks import sqlalchemy_uri
+
+    connect_args = {"connect_timeout": 10} if backend_store_uri.startswith("postgresql") else {}
+    engine = sa.create_engine(sqlalchemy_uri(backend_store_uri), connect_args=connect_args)
+    try:
+        with engine.connect():
+            pass
+    except sa.exc.SQLAlchemyError as error:
+        reason = str(getattr(error, "orig", None) or error).strip()
+        raise ServerError(
+            redact(f"could not connect to the backend store {backend_store_uri}: {reason}")
+        ) from None
+    finally:
+        engine.dispose()
 
 
 def upgrade_database(backend_store_uri: str) -> None:
@@ -131,7 +180,7 @@ def upgrade_database(backend_store_uri: str) -> None:
     )
     if result.returncode != 0:
         raise ServerError(
-            f"could not migrate the backend store {backend_store_uri}:\n{result.stderr[-2000:]}"
+            redact(f"could not migrate the backend store {backend_store_uri}:\n{result.stderr[-2000:]}")
         )
 
 
@@ -202,12 +251,13 @@ class LocalTrackingServer:
                 f"port {self.config.port} on {self.config.host} is already in use by another process; "
                 f"choose another with --port"
             )
-        self.home.mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         destination = self.config.resolved_artifacts_destination
         if "://" not in destination:
             Path(destination).mkdir(parents=True, exist_ok=True)
         if self.config.app_name == "basic-auth":
             self.config.write_auth_config()
+        check_database(self.config.resolved_backend_store_uri)
         upgrade_database(self.config.resolved_backend_store_uri)
 
     def run_in_foreground(self) -> None:
@@ -224,7 +274,7 @@ class LocalTrackingServer:
         self.prepare()
         destination = self.config.resolved_artifacts_destination
 
-        with open(self.log_file, "ab") as log:
+        with open_private_append(self.log_file) as log:
             process = subprocess.Popen(
                 self.config.server_command(),
                 stdout=log,
@@ -243,13 +293,14 @@ class LocalTrackingServer:
             "log": str(self.log_file),
         }
         self.pid_file.write_text(f"{process.pid}\n")
-        self.state_file.write_text(json.dumps(state, indent=2))
+        # 0600: the store URIs may carry passwords; `mlops server status` prints them redacted.
+        write_private(self.state_file, json.dumps(state, indent=2))
         self._process = process
         if not wait_for_health(self.config.url, timeout, process):
             self._terminate(process.pid)
             self._forget()
             raise ServerError(
-                f"the tracking server did not become healthy; last log lines:\n{self.log_tail()}"
+                redact(f"the tracking server did not become healthy; last log lines:\n{self.log_tail()}")
             )
         return self.config.url
 

@@ -39,8 +39,8 @@ def _start_server(home: Path, backend_store_uri: str | None = None) -> LocalTrac
 
 
 @pytest.fixture(scope="session")
-def postgres_database_uri() -> Iterator[str]:
-    """A throwaway PostgreSQL database for this test session, dropped at the end."""
+def make_postgres_database() -> Iterator[Callable[[], str]]:
+    """Make throwaway PostgreSQL databases (a URI each); all are dropped at the end of the session."""
     import sqlalchemy as sa
 
     admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
@@ -52,13 +52,26 @@ def postgres_database_uri() -> Iterator[str]:
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
-    name = f"mlops_test_{uuid.uuid4().hex[:12]}"
+    names: list[str] = []
+
+    def make() -> str:
+        name = f"mlops_test_{uuid.uuid4().hex[:12]}"
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        names.append(name)
+        return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+    yield make
     with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        for name in names:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_database_uri(make_postgres_database: Callable[[], str]) -> str:
+    """A throwaway PostgreSQL database for this test session, dropped at the end."""
+    return make_postgres_database()
 
 
 @pytest.fixture(scope="session")

@@ -69,4 +69,17 @@ _add_job_commands(cli)
 
 
 def main() -> None:
-    cli(prog_name="mlops")
+    """Run the command; a login or permission the server refuses is one line and exit 1, no traceback."""
+    from mlops_platform.errors import access_denied_status, describe_access_denied
+
+    try:
+        cli(prog_name="mlops")
+    except Exception as error:
+        status = access_denied_status(error)
+        if status is None:
+            raise
+        from mlops_platform.redaction import redact
+        from mlops_platform.settings import resolve_tracking_uri
+
+        click.echo(f"Error: {redact(describe_access_denied(status, resolve_tracking_uri()))}", err=True)
+        raise SystemExit(1) from None

@@ -161,7 +161,11 @@ def show_command(model_name: str, output_format: str, tracking_uri: str | None) 
 @registry.command("rollback")
 @click.argument("model_name")
 @click.option("--alias", default="champion", show_default=True, help="The alias to move back.")
-@click.option("--lock-uri", default=None, help="PostgreSQL URI for the cross-machine advisory lock.")
+@click.option(
+    "--lock-uri",
+    default=None,
+    help="PostgreSQL URI for the cross-machine advisory lock (default: $MLOPS_LOCK_URI).",
+)
 @_TRACKING_URI
 @_user_errors
 def rollback_command(model_name: str, alias: str, lock_uri: str | None, tracking_uri: str | None) -> None:

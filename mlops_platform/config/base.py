@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from mlops_platform.errors import UserError
+from mlops_platform.redaction import redact
 
 
 class ConfigError(UserError, ValueError):
@@ -53,14 +54,14 @@ class JobConfig(BaseModel):
 
 
 def describe_validation_error(error: ValidationError) -> str:
-    """One line per bad value: `<name>=<value>: <what is wrong>`."""
+    """One line per bad value: `<name>=<value>: <what is wrong>`, with any URI's password masked."""
     lines = []
     for detail in error.errors():
         name = ".".join(str(part) for part in detail["loc"]) or "config"
         value = detail.get("input")
         shown = f"={value!r}" if not isinstance(value, dict) else ""
         lines.append(f"invalid parameter {name}{shown}: {detail['msg']}")
-    return "\n".join(lines)
+    return redact("\n".join(lines))
 
 
 def _is_optional(annotation: Any) -> bool:

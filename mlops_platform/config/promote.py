@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from mlops_platform.config.base import JobConfig
+from mlops_platform.redaction import has_password, redact
 
 
 class PromoteConfig(JobConfig):
@@ -27,7 +28,9 @@ class PromoteConfig(JobConfig):
     dry_run: bool = Field(False, description="Decide and print, but register and move nothing.")
     tracking_uri: str | None = Field(None, description="Tracking server URL; empty: MLFLOW_TRACKING_URI.")
     lock_uri: str | None = Field(
-        None, description="PostgreSQL URI for a cross-machine advisory lock (e.g. the backend store)."
+        None,
+        description="PostgreSQL URI for a cross-machine advisory lock (e.g. the backend store), without "
+        "a password (PGPASSWORD or ~/.pgpass); empty: MLOPS_LOCK_URI from the environment.",
     )
 
     @field_validator("experiment", "model_name", "metric", "alias")
@@ -36,6 +39,17 @@ class PromoteConfig(JobConfig):
         if not value.strip():
             raise ValueError(f"{info.field_name} is required")
         return value.strip()
+
+    @field_validator("lock_uri")
+    @classmethod
+    def _no_password(cls, value: str | None) -> str | None:
+        # A parameter is logged by `mlflow run` and shown in the UI: a password in it would leak.
+        if has_password(value):
+            raise ValueError(
+                f"lock_uri={redact(value)!r} carries a password, which would be logged with the run's "
+                "parameters; set MLOPS_LOCK_URI in the environment instead (or use PGPASSWORD / ~/.pgpass)"
+            )
+        return value
 
     @field_validator("min_delta")
     @classmethod

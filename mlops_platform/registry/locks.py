@@ -14,13 +14,17 @@ no wasted registrations):
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 from mlops_platform.errors import UserError
+from mlops_platform.redaction import redact
 from mlops_platform.settings import mlops_home
 
+# The environment variable for a lock URI that carries a password (never pass one as a parameter).
+LOCK_URI_ENV = "MLOPS_LOCK_URI"
 # How long a promoter waits for another to finish before giving up with a clear error.
 DEFAULT_LOCK_TIMEOUT_S = 120.0
 
@@ -109,10 +113,15 @@ def advisory_lock(lock_uri: str, key: str, timeout: float = DEFAULT_LOCK_TIMEOUT
 def promotion_lock(
     tracking_uri: str, model_name: str, lock_uri: str | None = None, timeout: float = DEFAULT_LOCK_TIMEOUT_S
 ) -> Iterator[None]:
-    """The file lock, plus the PostgreSQL advisory lock when `lock_uri` is a PostgreSQL URI."""
+    """The file lock, plus the PostgreSQL advisory lock when `lock_uri` is a PostgreSQL URI.
+
+    Without `lock_uri`, MLOPS_LOCK_URI from the environment: the way to pass a URI that carries a
+    password, which must never be a run parameter (MLflow logs those).
+    """
+    lock_uri = lock_uri or os.environ.get(LOCK_URI_ENV) or None
     if lock_uri and not is_postgres_uri(lock_uri):
         raise UserError(
-            f"invalid lock_uri {lock_uri!r}: only PostgreSQL URIs (postgresql://...) are supported"
+            f"invalid lock_uri {redact(lock_uri)!r}: only PostgreSQL URIs (postgresql://...) are supported"
         )
     key = lock_key(tracking_uri, model_name)
     with ExitStack() as stack:
