@@ -22,6 +22,9 @@ class EntryPoint:
         config: "module:Class" of its JobConfig.
         job: "module:function" that runs it; the function takes the config.
         help: one line for `--help`.
+        passthrough: a dict field of the config that collects every parameter the entry point does not
+            declare (`-P name=value` reaches the command as `--name value`), e.g. a sweep's trainer
+            parameters; it is neither an MLproject parameter nor a CLI option.
     """
 
     name: str
@@ -29,12 +32,18 @@ class EntryPoint:
     config: str
     job: str
     help: str
+    passthrough: str | None = None
 
     def load_config_class(self) -> Any:
         return _load(self.config)
 
     def load_job(self) -> Any:
         return _load(self.job)
+
+    def parameter_fields(self) -> dict[str, Any]:
+        """The config fields that are MLproject parameters and CLI options, in declaration order."""
+        fields = self.load_config_class().model_fields
+        return {name: field for name, field in fields.items() if name != self.passthrough}
 
 
 def _load(target: str) -> Any:
@@ -50,6 +59,14 @@ ENTRY_POINTS: tuple[EntryPoint, ...] = (
         config="mlops_platform.config.promote:PromoteConfig",
         job="mlops_platform.registry.job:run",
         help="Promote the best FINISHED run's logged model to a registered model alias.",
+    ),
+    EntryPoint(
+        name="sweep",
+        cli_path=("sweep", "run"),
+        config="mlops_platform.config.sweep:SweepConfig",
+        job="mlops_platform.sweep.job:run",
+        help="Tune a trainer's hyperparameters with Optuna: a parent run, one child run per trial.",
+        passthrough="trainer_params",
     ),
     EntryPoint(
         name="train_sklearn",

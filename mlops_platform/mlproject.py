@@ -19,10 +19,9 @@ PROJECT_NAME = "mlops_platform"
 
 def entry_point_spec(entry: EntryPoint) -> dict:
     """Parameters and command of one entry point; every parameter reaches the command."""
-    config_class = entry.load_config_class()
     parameters = {}
     arguments = []
-    for name, field in config_class.model_fields.items():
+    for name, field in entry.parameter_fields().items():
         parameters[name] = {
             "type": mlproject_type(field.annotation),
             "default": mlproject_default(field.default),

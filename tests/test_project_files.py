@@ -31,7 +31,7 @@ def test_mlproject_parameters_equal_config_fields_by_mlflows_own_loader():
     assert ENTRY_POINTS, "no entry point is declared"
     for entry in ENTRY_POINTS:
         spec = project.get_entry_point(entry.name)
-        fields = entry.load_config_class().model_fields
+        fields = entry.parameter_fields()
         assert list(spec.parameters) == list(fields), entry.name
         for name, field in fields.items():
             parameter = spec.parameters[name]
@@ -59,7 +59,7 @@ def test_every_job_is_a_mlops_subcommand_with_the_same_options():
     for entry in ENTRY_POINTS:
         result = CliRunner().invoke(cli, [*entry.cli_path, "--help"])
         assert result.exit_code == 0, result.output
-        for name in entry.load_config_class().model_fields:
+        for name in entry.parameter_fields():
             assert f"--{name.replace('_', '-')}" in result.output, (entry.name, name)
 
 

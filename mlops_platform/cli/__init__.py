@@ -26,6 +26,14 @@ COMMANDS: dict[str, str] = {
     "predict": "mlops_platform.cli.serving:predict",
 }
 
+# Commands inside a job group that are not jobs themselves: group word -> {name: "module:click object"}.
+GROUP_COMMANDS: dict[str, dict[str, str]] = {
+    "sweep": {
+        "worker": "mlops_platform.cli.sweep:worker",
+        "status": "mlops_platform.cli.sweep:status",
+    },
+}
+
 
 class LazyGroup(click.Group):
     """A group whose subcommands are imported on first use."""
@@ -59,7 +67,9 @@ def _add_job_commands(root: click.Group) -> None:
         for word in entry.cli_path[:-1]:
             sub = group.commands.get(word)
             if sub is None:
-                sub = click.Group(word, help=f"{word.capitalize()} jobs.")
+                sub = LazyGroup(
+                    word, help=f"{word.capitalize()} jobs.", lazy_commands=GROUP_COMMANDS.get(word)
+                )
                 group.add_command(sub)
             group = sub
         group.add_command(job_command(entry), entry.cli_path[-1])

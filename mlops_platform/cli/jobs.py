@@ -68,12 +68,32 @@ def _explain_on_mlflow_run(message: str) -> None:
         click.echo(f"warning: could not tag run {run_id} with the error: {error}", err=True)
 
 
+def parse_passthrough(args: list[str]) -> dict[str, str]:
+    """`--name value` / `--name=value` pairs (as `mlflow run` appends undeclared -P parameters) -> dict;
+    dashes in names become underscores."""
+    values: dict[str, str] = {}
+    tokens = list(args)
+    while tokens:
+        token = tokens.pop(0)
+        if not token.startswith("--") or len(token) == 2:
+            raise ConfigError(f"unexpected argument {token!r}: pass parameters as --name value")
+        name, has_value, value = token[2:].partition("=")
+        if not has_value:
+            if not tokens:
+                raise ConfigError(f"parameter --{name} has no value")
+            value = tokens.pop(0)
+        values[name.replace("-", "_")] = value
+    return values
+
+
 def job_command(entry: EntryPoint) -> click.Command:
     """The `mlops` subcommand of one entry point."""
     config_class = entry.load_config_class()
 
     def callback(**values: Any) -> None:
         try:
+            if entry.passthrough:
+                values[entry.passthrough] = parse_passthrough(click.get_current_context().args)
             config = config_class.parse(values)
         except ConfigError as error:
             _explain_on_mlflow_run(str(error))
@@ -86,7 +106,11 @@ def job_command(entry: EntryPoint) -> click.Command:
     return click.Command(
         entry.cli_path[-1],
         callback=callback,
-        params=[_option_for(name, field) for name, field in config_class.model_fields.items()],
-        help=f"{entry.help}\n\nMLproject entry point: `mlflow run . -e {entry.name}`.",
-        context_settings={"help_option_names": ["-h", "--help"]},
+        params=[_option_for(name, field) for name, field in entry.parameter_fields().items()],
+        help=f"{entry.help}\n\nMLproject entry point: `mlflow run . -e {entry.name}`."
+        + (f" Any other --name value goes to {entry.passthrough}." if entry.passthrough else ""),
+        context_settings={
+            "help_option_names": ["-h", "--help"],
+            **({"ignore_unknown_options": True, "allow_extra_args": True} if entry.passthrough else {}),
+        },
     )

@@ -24,6 +24,9 @@ class PromoteConfig(JobConfig):
     filter_string: str | None = Field(
         None, description="Extra MLflow filter on candidates, e.g. \"params.model = 'cnn'\"."
     )
+    parent_run: str | None = Field(
+        None, description="Only the child runs of this run compete (a sweep's trials: its parent run id)."
+    )
     max_model_size_mb: float | None = Field(None, description="Refuse logged models larger than this (MB).")
     dry_run: bool = Field(False, description="Decide and print, but register and move nothing.")
     tracking_uri: str | None = Field(None, description="Tracking server URL; empty: MLFLOW_TRACKING_URI.")

@@ -8,6 +8,7 @@ malformed filter or an unknown experiment is a UserError that names it.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -144,6 +145,15 @@ def status_clause(status: str | None) -> str:
     if status.upper() not in RUN_STATUSES:
         raise SearchError(f"invalid status {status!r}: use one of {', '.join((*RUN_STATUSES, ANY_STATUS))}")
     return f"attributes.status = '{status.upper()}'"
+
+
+def children_clause(parent_run_id: str | None) -> str:
+    """The filter clause for the child runs of one parent (a sweep's trials); None filters nothing."""
+    if not parent_run_id:
+        return ""
+    if not re.fullmatch(r"[0-9A-Za-z_-]+", parent_run_id):
+        raise SearchError(f"invalid parent run id {parent_run_id!r}: letters, digits, '-' and '_' only")
+    return f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
 
 
 def combine_filters(*clauses: str) -> str:
