@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from mlops_platform.errors import UserError
 
-# MLflow's permission names, weakest first (https://mlflow.org/docs/latest/auth.html#permissions).
-PERMISSIONS = ("NO_PERMISSIONS", "READ", "USE", "EDIT", "MANAGE")
+# The permissions MLflow grants on one resource, weakest first (DENY: none at all, whatever the
+# server's default_permission; https://mlflow.org/docs/latest/auth.html#permissions).
+PERMISSIONS = ("DENY", "READ", "USE", "EDIT", "MANAGE")
 
 
 def ensure_user(tracking_uri: str, username: str, password: str) -> bool:

@@ -29,6 +29,8 @@ from mlops_platform.redaction import open_private_append, redact, write_private
 from mlops_platform.settings import SERVER_STATE_FILE, mlops_home
 
 PID_FILE = "server.pid"
+# How long a worker trusts a verified basic-auth login (see write_auth_config).
+AUTH_CACHE_TTL_S = 30
 LOG_FILE = "server.log"
 
 
@@ -128,7 +130,11 @@ class ServerConfig:
             "default_permission = READ\n"
             f"database_uri = {database_uri}\n"
             "admin_username = admin\n"
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            # Checking a password hash (scrypt) costs ~0.1-0.5 s of CPU, and every request of a
+            # client carries its password: remember a good login for 30 s per worker. A changed
+            # password or a deleted user reaches other workers within those 30 s.
+            f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL_S}\n",
         )
 
 
