@@ -14,6 +14,13 @@ second of this process's CPU time (all its threads; robust to other load on a sh
                 and at the end, written and uploaded to the run on a background thread (the clock
                 stops once the last one is on the server).
 Target: ours >= 0.95x bare. Without --tracking-uri a SQLite-backed server is started in a temp folder.
+
+    .venv/bin/python benchmarks/training_throughput.py --data-parallel 1,2 [--models mlp] [--epochs N]
+
+Data parallel: the same job's loop (`Trainer`, same global batch) on 1 and on 2 torchrun processes
+(gloo on CPU, one torch thread each), train samples per second of wall time on rank 0, median of
+--repeats. It prints the machine's core count and load: on a machine with fewer free cores than
+processes, more processes cannot be faster.
 """
 
 from __future__ import annotations
@@ -153,6 +160,68 @@ def measure(kind: str, config: TorchTrainConfig, uri: str, experiment: str) -> t
             return clock.rates(samples)
 
 
+def data_parallel_worker(model: str, epochs: int) -> None:
+    """One rank under torchrun: a full fit of the job's loop, no tracking; rank 0 prints its rate."""
+    import json
+
+    from mlops_platform.training.distributed import World, process_group
+
+    world = World.from_env()
+    config = TorchTrainConfig.parse({"epochs": epochs, "patience": 0, "model": model})
+    with process_group(world, "cpu"):
+        prepared = prepare_data(config)
+        configure_cpu_threads(config.cpu_threads)
+        seed_everything(config.seed, config.deterministic, "cpu")
+        trainer = Trainer(
+            new_model(config, prepared),
+            config,
+            resolve_precision("cpu", "off"),
+            _Discard(),
+            prepared.dataset.n_classes,
+            progress=False,
+            world=world,
+        )
+        world.all_reduce_sum(torch.zeros(1))  # start the clock together
+        clock = Clock()
+        trainer.fit(prepared.train, prepared.validation)
+        wall, _ = clock.rates(config.epochs * len(prepared.train))
+    if world.is_main:
+        print(json.dumps({"samples_per_sec": wall}), flush=True)
+
+
+class _Discard:
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        pass
+
+
+def data_parallel(processes: list[int], models: list[str], epochs: int, repeats: int) -> None:
+    import json
+    import os
+    import subprocess
+
+    cores = os.cpu_count()
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(f"data parallel on {cores} cores (load average {load}); {epochs} epochs x {repeats} repeats")
+    print("\n{:<10} {:>10} {:>16} {:>12}".format("model", "processes", "samples/s wall", "vs 1 proc"))
+    for model in models:
+        rates: dict[int, list[float]] = {count: [] for count in processes}
+        for _ in range(repeats):
+            for count in processes:
+                command = [
+                    sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    "--nproc-per-node", str(count), __file__,
+                    "--data-parallel-worker", "--models", model, "--epochs", str(epochs),
+                ]  # fmt: skip
+                result = subprocess.run(command, capture_output=True, text=True, check=True)
+                line = [row for row in result.stdout.splitlines() if row.startswith("{")][-1]
+                rates[count].append(json.loads(line)["samples_per_sec"])
+        base = statistics.median(rates[processes[0]])
+        for count in processes:
+            rate = statistics.median(rates[count])
+            print(f"{model:<10} {count:>10} {rate:>16.0f} {rate / base:>11.2f}x")
+    sys.stdout.flush()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -161,7 +230,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", default="cnn,mlp", help="which of cnn (the default model), mlp")
+    parser.add_argument(
+        "--data-parallel", default=None, help="compare these process counts, e.g. 1,2 (no tracking)"
+    )
+    parser.add_argument("--data-parallel-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.data_parallel_worker:
+        data_parallel_worker(args.models, args.epochs)
+        return
+    if args.data_parallel:
+        counts = [int(count) for count in args.data_parallel.split(",")]
+        data_parallel(counts, args.models.split(","), args.epochs, args.repeats)
+        return
     models = {
         label: values
         for label, values in {"cnn (default)": {"model": "cnn"}, "mlp 128,64": {"model": "mlp"}}.items()

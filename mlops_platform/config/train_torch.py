@@ -8,6 +8,7 @@ tracking run exists.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -17,6 +18,9 @@ from mlops_platform.config.base import JobConfig
 # Datasets whose rows are flattened images, so a CNN can take them (see data.load_dataset's image_shape).
 IMAGE_DATASETS: tuple[str, ...] = ("digits",)
 TORCH_DATASETS: tuple[str, ...] = ("digits", "breast_cancer", "wine")
+# The params that say how the job is launched, not how the model is made: a resume keeps the given ones.
+LAUNCH_FIELDS: tuple[str, ...] = ("nproc_per_node", "nnodes", "node_rank", "rdzv_endpoint", "max_restarts")
+_HOST_PORT = re.compile(r"^\[?[A-Za-z0-9_.:-]+\]?:\d{1,5}$")
 MONITOR_METRICS: tuple[str, ...] = ("val_loss", "val_accuracy", "val_f1_macro")
 
 
@@ -52,7 +56,11 @@ class TorchTrainConfig(JobConfig):
 
     # optimization
     epochs: int = Field(30, description="Maximum number of epochs.")
-    batch_size: int = Field(64, description="Samples per forward pass.")
+    batch_size: int = Field(
+        64,
+        description="Samples per optimizer step (global batch): each of the nproc_per_node*nnodes ranks "
+        "takes batch_size/ranks of them, so results do not depend on the number of processes.",
+    )
     optimizer: Literal["sgd", "adam", "adamw"] = Field("adamw", description="Optimizer.")
     lr: float = Field(0.003, description="Peak learning rate.")
     momentum: float = Field(0.9, description="SGD momentum.")
@@ -84,6 +92,23 @@ class TorchTrainConfig(JobConfig):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when available.")
     amp: Literal["auto", "off", "bf16", "fp16"] = Field(
         "auto", description="Mixed precision on CUDA: auto = bf16 if supported, else fp16; CPU: off."
+    )
+
+    # distributed data parallel: torchrun (torch.distributed.run) starts the processes
+    nproc_per_node: int = Field(
+        1,
+        description="Processes per node; above 1 (or nnodes above 1) the job starts torchrun, one "
+        "data-parallel rank per process (gloo on CPU, NCCL on CUDA). 1: the plain single process.",
+    )
+    nnodes: int = Field(1, description="Nodes taking part; above 1 needs rdzv_endpoint.")
+    node_rank: int = Field(0, description="This node's rank among nnodes (0 .. nnodes-1).")
+    rdzv_endpoint: str | None = Field(
+        None, description="HOST:PORT of the c10d rendezvous, the same on every node; empty: this machine."
+    )
+    max_restarts: int = Field(
+        0,
+        description="torchrun restarts of the whole worker group after a rank dies; each restart "
+        "continues the same run from its last checkpoint.",
     )
 
     cpu_threads: int = Field(
@@ -130,6 +155,8 @@ class TorchTrainConfig(JobConfig):
         "epochs",
         "batch_size",
         "grad_accumulation_steps",
+        "nproc_per_node",
+        "nnodes",
         "log_every_n_steps",
         "lr_step_size",
         "plateau_patience",
@@ -140,7 +167,7 @@ class TorchTrainConfig(JobConfig):
             raise ValueError(f"{info.field_name}={value} must be >= 1")
         return value
 
-    @field_validator("patience", "checkpoint_every", "cpu_threads")
+    @field_validator("patience", "checkpoint_every", "cpu_threads", "node_rank", "max_restarts")
     @classmethod
     def _non_negative_int(cls, value: int, info) -> int:
         if value < 0:
@@ -183,7 +210,31 @@ class TorchTrainConfig(JobConfig):
             )
         if self.device == "cpu" and self.amp in ("bf16", "fp16"):
             raise ValueError(f"amp={self.amp} needs device=cuda (or auto on a GPU machine); device=cpu")
+        self._check_distributed()
         return self
+
+    def _check_distributed(self) -> None:
+        if self.batch_size % self.world_size:
+            raise ValueError(
+                f"batch_size={self.batch_size} is the global batch, split evenly over the "
+                f"nproc_per_node*nnodes={self.nproc_per_node}*{self.nnodes}={self.world_size} ranks: "
+                f"it must be a multiple of {self.world_size}"
+            )
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ValueError(f"nnodes={self.nnodes} needs rdzv_endpoint=HOST:PORT (the same on every node)")
+        if self.node_rank >= self.nnodes:
+            raise ValueError(f"node_rank={self.node_rank} must be below nnodes={self.nnodes}")
+        if self.rdzv_endpoint is not None and not _HOST_PORT.match(self.rdzv_endpoint):
+            raise ValueError(f"rdzv_endpoint={self.rdzv_endpoint!r} must be HOST:PORT, e.g. 10.0.0.1:29400")
+
+    @property
+    def world_size(self) -> int:
+        """The number of data-parallel ranks the launch params ask for."""
+        return self.nproc_per_node * self.nnodes
+
+    @property
+    def launches_torchrun(self) -> bool:
+        return self.world_size > 1
 
     @property
     def hidden_layer_sizes(self) -> tuple[int, ...]:

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from mlops_platform.errors import UserError
-from mlops_platform.tracking.tags import HEARTBEAT_TAG
+from mlops_platform.tracking.tags import ERROR_TAG, HEARTBEAT_TAG
 
 REAPED_TAG = "mlops.reaped"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -68,6 +68,23 @@ def reap_stale_runs(
         page_token = page.token
         if not page_token:
             return reaped
+
+
+def fail_if_running(run_id: str, reason: str, tracking_uri: str | None = None) -> bool:
+    """Mark a run FAILED (with `reason` in the error tag) if it is still RUNNING; True if it was.
+
+    For a launcher that saw its training process die without ending its run (torchrun's workers).
+    """
+    from mlflow import MlflowClient
+
+    from mlops_platform.settings import resolve_tracking_uri
+
+    client = MlflowClient(resolve_tracking_uri(tracking_uri))
+    if client.get_run(run_id).info.status != "RUNNING":
+        return False
+    client.set_tag(run_id, ERROR_TAG, reason[:5000])
+    client.set_terminated(run_id, status="FAILED")
+    return True
 
 
 def _all_experiments(client) -> list:

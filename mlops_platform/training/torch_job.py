@@ -17,10 +17,20 @@ and everything from there on is logged to it:
 
 Resume (`resume_from=<run_id>`): the checkpoint's config is used (it says how the run was made), the
 SAME run is continued, and metric (key, step) pairs the run already holds are not logged again.
+
+Data parallel (`nproc_per_node`/`nnodes` above 1, or started by the user's own torchrun): without
+torchrun around it, the job starts torchrun (training/launcher.py) and every rank runs this module
+again. Rank 0 owns the run (`mlflow run`'s, a resumed one, or a new one) and sends its id to the other
+ranks; they never talk to the tracking server. Rank 0 reads the checkpoint to resume from and hands it
+to every rank. After a torchrun restart (`max_restarts`), rank 0 finds the job's run in
+`$MLOPS_HOME/torchrun/<rendezvous id>.json` and continues it from its last checkpoint, like a resume.
+System metrics are sampled on every node and logged by rank 0 as `system/node_<k>/...` (see
+training/node_metrics.py).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -31,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mlops_platform.config.train_torch import TorchTrainConfig
+from mlops_platform.config.train_torch import LAUNCH_FIELDS, TorchTrainConfig
 from mlops_platform.data import DataError, Dataset, Splits, load_dataset, split_dataset
 from mlops_platform.errors import UserError
 from mlops_platform.evaluation import (
@@ -43,7 +53,9 @@ from mlops_platform.evaluation import (
 from mlops_platform.settings import mlops_home
 from mlops_platform.training.checkpoint import load_checkpoint
 from mlops_platform.training.device import Precision, configure_cpu_threads, resolve_device, resolve_precision
+from mlops_platform.training.distributed import World, check_batch_size, process_group, rank_device
 from mlops_platform.training.models import ExportedClassifier, Standardizer, build_model
+from mlops_platform.training.node_metrics import NodeMetrics, node_sampling_interval
 from mlops_platform.training.torch_loop import (
     EPOCH_METRICS,
     STEP_METRICS,
@@ -138,23 +150,82 @@ def run(config: TorchTrainConfig, tracker: Any = None, on_epoch_end: EpochCallba
 
     Args:
         config: the parsed config.
-        tracker: a `Tracker` (default: one on the resolved tracking URI) or a `RecordingTracker`.
-        on_epoch_end: called with (epoch, epoch metrics) after each epoch (see `Trainer`).
+        tracker: a `Tracker` (default: one on the resolved tracking URI) or a `RecordingTracker`; used
+            by rank 0 only.
+        on_epoch_end: called with (epoch, epoch metrics) after each epoch (see `Trainer`), on rank 0 only.
     """
-    resume_state: dict[str, Any] | None = None
+    world = World.from_env()
+    if config.launches_torchrun and world.job_id is None and world.size == 1:
+        from mlops_platform.training.launcher import launch
+
+        return launch(config)
+    check_batch_size(config.batch_size, world)
+    device = rank_device(world, resolve_device(config.device))
+    with process_group(world, device):
+        attach_run_id, resume_state = world.broadcast_object(
+            run_to_continue(config, world) if world.is_main else None
+        )
+        if resume_state is not None:
+            config = config_from_checkpoint(resume_state, config)
+            check_batch_size(config.batch_size, world)
+        prepared = prepare_data(config)
+        precision = resolve_precision(resolve_device(config.device), config.amp)
+        configure_cpu_threads(config.cpu_threads)
+        seed_everything(config.seed, config.deterministic, precision.device)
+        model = new_model(config, prepared)
+        if world.rank:  # the same initial weights everywhere, but each rank its own dropout draws
+            torch.manual_seed(config.seed + world.rank)
+        sanity_loss = (
+            overfit_one_batch(model, config, precision, prepared.train) if config.sanity_check else None
+        )
+        if not world.is_main:
+            return train_as_follower(config, prepared, model, precision, resume_state, world)
+        return train_with_tracking(
+            config,
+            prepared,
+            model,
+            precision,
+            resume_state,
+            sanity_loss,
+            tracker,
+            on_epoch_end,
+            world=world,
+            attach_run_id=attach_run_id,
+        )
+
+
+def run_to_continue(config: TorchTrainConfig, world: World) -> tuple[str | None, dict[str, Any] | None]:
+    """Rank 0: the run to attach to and the checkpoint to continue from, if any.
+
+    `resume_from` names them; after a torchrun restart they are the run this job opened on its first
+    attempt and that run's last local checkpoint (none if it died before the first one).
+    """
     if config.resume_from:
-        resume_state = fetch_checkpoint(config.resume_from)
-        config = config_from_checkpoint(resume_state, config)
-    prepared = prepare_data(config)
-    device = resolve_device(config.device)
-    precision = resolve_precision(device, config.amp)
-    configure_cpu_threads(config.cpu_threads)
-    seed_everything(config.seed, config.deterministic, device)
-    model = new_model(config, prepared)
-    sanity_loss = overfit_one_batch(model, config, precision, prepared.train) if config.sanity_check else None
-    return train_with_tracking(
-        config, prepared, model, precision, resume_state, sanity_loss, tracker, on_epoch_end
-    )
+        return config.resume_from, fetch_checkpoint(config.resume_from)
+    if world.restart_count and world.job_id:
+        run_id = remembered_run(world.job_id)
+        if run_id:
+            local = checkpoint_path(run_id)
+            return run_id, load_checkpoint(local) if local.is_file() else None
+    return None, None
+
+
+def job_record(job_id: str) -> Path:
+    """Where rank 0 notes which run a torchrun job (rendezvous id) logs to, for restarts and the launcher."""
+    return mlops_home() / "torchrun" / f"{job_id}.json"
+
+
+def remember_run(job_id: str, run_id: str) -> None:
+    path = job_record(job_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_suffix(f".{os.getpid()}.tmp")
+    temp.write_text(json.dumps({"run_id": run_id}))
+    os.replace(temp, path)  # atomic: a restart or the launcher never reads half a file
+
+
+def remembered_run(job_id: str) -> str | None:
+    path = job_record(job_id)
+    return json.loads(path.read_text())["run_id"] if path.is_file() else None
 
 
 def train_with_tracking(
@@ -166,29 +237,50 @@ def train_with_tracking(
     sanity_loss: float | None,
     tracker: Any = None,
     on_epoch_end: EpochCallback | None = None,
+    world: World | None = None,
+    attach_run_id: str | None = None,
 ) -> str:
-    """Open the run (new, `mlflow run`'s, or the resumed one), train, evaluate, log; return the run id."""
+    """Open the run (new, `mlflow run`'s, or the resumed one), train, evaluate, log; return the run id.
+
+    In a data-parallel job this is rank 0's part: it owns the run and sends its id to the other ranks.
+    """
+    world = world if world is not None else World()
+    attach_run_id = attach_run_id or config.resume_from
+    node_interval = 0.0
     if tracker is None:
         from mlops_platform.tracking import Tracker
 
         tracker = Tracker()
+        if world.distributed:
+            # Every node samples its own machine (NodeMetrics); the run's sampler would only see node 0.
+            node_interval = node_sampling_interval()
+            tracker = Tracker(system_metrics_interval=0)
     with tracker.run(
         experiment=config.experiment,
         run_name=config.run_name,
-        resume_run_id=config.resume_from,
+        resume_run_id=attach_run_id,
         entry_point=ENTRY_POINT,
     ) as run:
-        if resume_state is None:
+        if world.job_id:
+            remember_run(world.job_id, run.run_id)
+        world.broadcast_object(run.run_id)
+        if attach_run_id is None:
             run.log_config(config.to_params())
             prepared.splits.log_to(run)
         tags = {"mlops.device": precision.device, "mlops.amp": precision.amp_name}
+        if world.distributed:
+            tags.update(
+                {"mlops.world_size": str(world.size), "mlops.torchrun_restarts": str(world.restart_count)}
+            )
         if sanity_loss is not None:
             tags["mlops.sanity_check_loss"] = f"{sanity_loss:.5f}"
         if resume_state is not None:
             tags["mlops.resumed_from_epoch"] = str(resume_state["epoch"])
+        if config.resume_from:
             point_launcher_run_at(run)
         run.set_tags(tags)
-        sink = run if resume_state is None else SkipLogged(run, logged_steps(run))
+        sink = run if attach_run_id is None else SkipLogged(run, logged_steps(run))
+        node_metrics = NodeMetrics(world, sink, node_interval)
         trainer = Trainer(
             model,
             config,
@@ -198,11 +290,13 @@ def train_with_tracking(
             checkpoint_path=checkpoint_path(run.run_id),
             # Runs on the checkpoint writer's thread: training does not wait on the upload.
             on_checkpoint=lambda written: run.log_artifact(str(written), CHECKPOINT_ARTIFACT_DIR),
-            on_epoch_end=on_epoch_end,
+            world=world,
+            on_epoch_end=node_metrics.chain(on_epoch_end),
         )
         if resume_state is not None:
             trainer.load_state_dict(resume_state)
-        result = trainer.fit(prepared.train, prepared.validation)
+        with node_metrics:
+            result = trainer.fit(prepared.train, prepared.validation)
         test = trainer.evaluate(prepared.test)
         sink.log_metrics(
             {
@@ -216,6 +310,42 @@ def train_with_tracking(
         log_reports(run, trainer, prepared, result, test.predictions)
         log_exported_model(run, result.model, prepared, config.registered_model_name)
         return run.run_id
+
+
+def train_as_follower(
+    config: TorchTrainConfig,
+    prepared: Prepared,
+    model: torch.nn.Module,
+    precision: Precision,
+    resume_state: dict[str, Any] | None,
+    world: World,
+) -> str:
+    """A rank other than 0: trains its shard in step with the others and logs nothing anywhere; its
+    metrics reach rank 0 through the loop's all-reduces, its node's system metrics through NodeMetrics."""
+    run_id = world.broadcast_object(None)
+    node_metrics = NodeMetrics(world, None, node_sampling_interval())
+    trainer = Trainer(
+        model,
+        config,
+        precision,
+        DiscardMetrics(),
+        prepared.dataset.n_classes,
+        world=world,
+        on_epoch_end=node_metrics.chain(None),
+    )
+    if resume_state is not None:
+        trainer.load_state_dict(resume_state)
+    with node_metrics:
+        trainer.fit(prepared.train, prepared.validation)
+    logger.info("rank %d: done; the job's run is %s (logged by rank 0)", world.rank, run_id)
+    return run_id
+
+
+class DiscardMetrics:
+    """The sink of ranks other than 0: what they compute is already in rank 0's all-reduced metrics."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        pass
 
 
 # -------------------------------------------------------------------------------------------- resume
@@ -259,18 +389,21 @@ def fetch_checkpoint(run_id: str) -> dict[str, Any]:
 
 def config_from_checkpoint(state: dict[str, Any], given: TorchTrainConfig) -> TorchTrainConfig:
     """The checkpoint's config (how the run was made), with `resume_from` set; differences in the
-    given values are reported and ignored, since a resumed run must continue as it started."""
+    given values are reported and ignored, since a resumed run must continue as it started. The launch
+    params (processes, nodes, rendezvous, restarts) are the given ones: the global batch does not
+    depend on them, so a run may continue at another world size."""
     stored = dict(state["config"])
+    launch = {name: getattr(given, name) for name in LAUNCH_FIELDS}  # how to run it now: the given ones
     differing = {
         name: value
         for name, value in given.to_params().items()
-        if name != "resume_from"
+        if name not in ("resume_from", *LAUNCH_FIELDS)
         and value != TorchTrainConfig.model_fields[name].default
         and value != stored.get(name)
     }
     if differing:
         logger.warning("resume_from: ignoring %s; the run continues with its checkpoint's config", differing)
-    return TorchTrainConfig.parse({**stored, "resume_from": given.resume_from})
+    return TorchTrainConfig.parse({**stored, **launch, "resume_from": given.resume_from})
 
 
 class SkipLogged:
@@ -302,7 +435,9 @@ def logged_steps(run: Any) -> set[tuple[str, int]]:
         )
     client = MlflowClient(run.tracking_uri)
     pairs: set[tuple[str, int]] = set()
-    for name in (*STEP_METRICS, *EPOCH_METRICS, *FINAL_METRICS):
+    # Every key the run holds, system/node_<k>/* included (those are logged per epoch through the sink).
+    names = {*STEP_METRICS, *EPOCH_METRICS, *FINAL_METRICS, *client.get_run(run.run_id).data.metrics}
+    for name in sorted(names):
         pairs.update((name, metric.step) for metric in client.get_metric_history(run.run_id, name))
     return pairs
 

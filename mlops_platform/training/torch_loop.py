@@ -10,8 +10,15 @@ What it guarantees:
   optimizer step); `train_loss`, `train_accuracy`, `val_loss`, `val_accuracy`, `val_f1_macro`,
   `epoch_seconds`, `samples_per_sec` every epoch (step = epoch).
 - Resume: a checkpoint holds everything that decides what happens next (weights, optimizer, scheduler,
-  scaler, RNG states including the shuffling generator, counters, best-so-far, history), so on CPU a
-  resumed fit ends exactly where an uninterrupted one does.
+  scaler, RNG states, counters, best-so-far, history; the shuffle is a function of seed and epoch), so
+  on CPU a resumed fit ends exactly where an uninterrupted one does.
+- Data parallel (a `World` of several ranks, see training/distributed.py): `batch_size` is the global
+  batch, each rank takes batch_size/W of it from its DistributedSampler shard and the model is wrapped
+  in DistributedDataParallel. Each rank's loss is weighted by its share of the global batch, so the
+  averaged gradient is the mean over the global batch whatever the shards' sizes (the last batch may
+  split unevenly): the same optimisation as one process. Training and validation metrics are
+  all-reduced sums over every rank's samples; only rank 0 writes checkpoints (with every rank's RNG
+  state) and its sink is the only one that reaches the tracker.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from mlops_platform.training.checkpoint import (
     restore_rng_state,
 )
 from mlops_platform.training.device import Precision
+from mlops_platform.training.distributed import World, shard_indices, wrap_model
 from mlops_platform.training.losses import build_loss
 
 STEP_METRICS: tuple[str, ...] = ("train_loss_step", "lr", "grad_norm")
@@ -174,11 +182,16 @@ def accuracy_and_f1_macro(
     holds them equal) at a hundredth of the cost, which matters once per epoch on small epochs.
     """
     matrix = np.bincount(targets * n_classes + predictions, minlength=n_classes * n_classes)
-    matrix = matrix.reshape(n_classes, n_classes)
+    return metrics_from_confusion(matrix.reshape(n_classes, n_classes), len(targets))
+
+
+def metrics_from_confusion(matrix: np.ndarray, n_samples: int) -> tuple[float, float]:
+    """Accuracy and macro F1 from a confusion matrix (rows: true class, columns: predicted)."""
+    n_classes = matrix.shape[0]
     true_positives = np.diag(matrix).astype(np.float64)
     denominator = matrix.sum(axis=0) + matrix.sum(axis=1)  # 2tp + fp + fn
     f1 = np.divide(2 * true_positives, denominator, out=np.zeros(n_classes), where=denominator > 0)
-    return float(true_positives.sum() / max(len(targets), 1)), float(f1.mean())
+    return float(true_positives.sum() / max(n_samples, 1)), float(f1.mean())
 
 
 # ----------------------------------------------------------------------------------------- the loop
@@ -198,8 +211,10 @@ class Trainer:
         on_checkpoint: called with the path after each checkpoint is written (e.g. to log it to the
             run), on the writer's thread.
         on_epoch_end: called with (epoch, that epoch's metrics) after each epoch is logged and judged,
-            on the training thread; what it raises (a sweep's "prune this trial") ends the fit.
-        progress: show a tqdm bar; by default only when stdout is a terminal.
+            on the training thread; what it raises (a sweep's "prune this trial") ends the fit. In a
+            data-parallel job every rank calls it at the same point, so it may run collectives.
+        progress: show a tqdm bar; by default only when stdout is a terminal (and only on rank 0).
+        world: this process's rank in a data-parallel job; default a lone process.
     """
 
     def __init__(
@@ -214,26 +229,29 @@ class Trainer:
         on_checkpoint: Callable[[Path], None] | None = None,
         on_epoch_end: EpochCallback | None = None,
         progress: bool | None = None,
+        world: World | None = None,
     ) -> None:
         self.config = config
         self.precision = precision
+        self.world = world if world is not None else World()
         self.device = torch.device(precision.device)
         self.model = model.to(self.device)
+        # What the training forward pass goes through (DDP on several ranks); `model` stays the bare
+        # module, so checkpoints and the exported model do not depend on the world size.
+        self.forward_model = wrap_model(self.model, self.world, self.device)
         self.sink = sink
         self.n_classes = n_classes
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
         self.on_checkpoint = on_checkpoint
         self.on_epoch_end = on_epoch_end
         self._writer: BackgroundCheckpointWriter | None = None
-        self.progress = sys.stdout.isatty() if progress is None else progress
+        self.progress = (sys.stdout.isatty() if progress is None else progress) and self.world.is_main
         self.loss_fn = build_loss(
             config.loss, label_smoothing=config.label_smoothing, focal_gamma=config.focal_gamma
         )
         self.optimizer = build_optimizer(config, self.model.parameters())
         self.scheduler = build_scheduler(config, self.optimizer)
         self.scaler = precision.grad_scaler()
-        # Shuffling has its own generator so its stream is saved and restored exactly on resume.
-        self.shuffle_generator = torch.Generator().manual_seed(config.seed)
         self.direction = metric_direction(config.early_stopping_metric)
         self.epoch = 0
         self.global_step = 0
@@ -255,7 +273,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "epoch": self.epoch,
             "global_step": self.global_step,
-            "rng": {**capture_rng_state(), "shuffle": self.shuffle_generator.get_state()},
+            "rng": capture_rng_state(),
             "config": self.config.to_params(),
             "best_metric": self.best_metric,
             "best_epoch": self.best_epoch,
@@ -279,15 +297,26 @@ class Trainer:
         self.bad_epochs = int(state["bad_epochs"])
         self.stopped_early = bool(state["stopped_early"])
         self.history = list(state["history"])
-        restore_rng_state(state["rng"])
-        self.shuffle_generator.set_state(state["rng"]["shuffle"])
+        ranks = state.get("rng_ranks")
+        if ranks is not None and len(ranks) == self.world.size:
+            restore_rng_state(ranks[self.world.rank])
+        else:
+            restore_rng_state(state["rng"])
+            if self.world.rank:  # a resume at another world size: a fresh stream of this rank's own
+                torch.manual_seed(self.config.seed + self.world.rank)
 
     def _checkpoint(self) -> None:
+        # Every rank's RNG state goes into the checkpoint (dropout draws differ per rank), so every
+        # rank calls this; rank 0 alone has a path and writes.
+        rng_ranks = self.world.gather_objects(capture_rng_state()) if self.world.distributed else None
         if self.checkpoint_path is None:
             return
         if self._writer is None:
             self._writer = BackgroundCheckpointWriter(self.on_checkpoint)
-        self._writer.submit(self.state_dict(), self.checkpoint_path)
+        state = self.state_dict()
+        if rng_ranks is not None:
+            state["rng_ranks"] = rng_ranks
+        self._writer.submit(state, self.checkpoint_path)
 
     def wait_for_checkpoints(self) -> None:
         """Block until every checkpoint submitted so far is written and handed to `on_checkpoint`."""
@@ -328,10 +357,7 @@ class Trainer:
         while not self.finished:
             self.epoch += 1
             epoch_metrics = self._train_epoch(train)
-            evaluation = self.evaluate(validation)
-            epoch_metrics.update(
-                val_loss=evaluation.loss, val_accuracy=evaluation.accuracy, val_f1_macro=evaluation.f1_macro
-            )
+            epoch_metrics.update(self.validate(validation))
             self._end_epoch(epoch_metrics)
             due = self.config.checkpoint_every and self.epoch % self.config.checkpoint_every == 0
             if due or self.finished:
@@ -355,63 +381,81 @@ class Trainer:
         if self.on_epoch_end is not None:
             self.on_epoch_end(self.epoch, ordered)
 
-    def _batches(self, data: TensorData, generator: torch.Generator | None, batch_size: int):
-        """Contiguous batches of a (shuffled) copy: one gather and one pin per epoch, not per batch."""
-        if generator is not None:
-            order = torch.randperm(len(data), generator=generator)
-            features, targets = data.features[order], data.targets[order]
+    def _batches(
+        self, data: TensorData, indices: torch.Tensor | None, batch_size: int, n_batches: int | None = None
+    ):
+        """Contiguous batches of the rows `indices` picks (all, in order, for None): one gather and one pin
+        per epoch, not per batch. With `n_batches`, exactly that many (the last ones may be empty), so
+        every rank steps in lockstep even when its shard is a sample short."""
+        if indices is not None:
+            features, targets = data.features[indices], data.targets[indices]
         else:
             features, targets = data.features, data.targets
         if self.precision.pin_memory:
             features, targets = features.pin_memory(), targets.pin_memory()
         non_blocking = self.precision.pin_memory
-        for start in range(0, len(targets), batch_size):
+        if n_batches is None:
+            n_batches = math.ceil(len(targets) / batch_size)
+        for start in range(0, n_batches * batch_size, batch_size):
             yield (
                 features[start : start + batch_size].to(self.device, non_blocking=non_blocking),
                 targets[start : start + batch_size].to(self.device, non_blocking=non_blocking),
             )
 
     def _train_epoch(self, train: TensorData) -> dict[str, float]:
-        config = self.config
+        config, world = self.config, self.world
         self.model.train()
         started = time.perf_counter()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        n_samples = len(train)
+        n_samples = len(train)  # over all ranks
         n_batches = math.ceil(n_samples / config.batch_size)
         accumulation = config.grad_accumulation_steps
         scaler = self.scaler if self.scaler.is_enabled() else None
         bar = self._progress_bar(n_batches)
         self.optimizer.zero_grad(set_to_none=True)
-        batches = self._batches(train, self.shuffle_generator, config.batch_size)
+        shard = shard_indices(n_samples, world, shuffle=True, seed=config.seed, epoch=self.epoch)
+        batches = self._batches(train, shard, config.batch_size // world.size, n_batches)
         for index, (features, targets) in enumerate(batches):
-            with self.precision.autocast():
-                logits = self.model(features)
-                loss = self.loss_fn(logits, targets)
-            # Weight each batch mean by its share of the samples in its accumulation group, so the
-            # accumulated gradient is the mean over the group (a short last batch or group included),
-            # exactly what one batch of the group's size would give.
+            # Weight each rank's batch mean by its share of the samples in the accumulation group (over
+            # all ranks; DDP's average divides by the world size, hence the factor), so the accumulated
+            # gradient is the mean over the group, a short last batch or group included: exactly what
+            # one batch of the group's size on one process would give.
             first = (index // accumulation) * accumulation * config.batch_size
-            share = len(targets) / (min(first + accumulation * config.batch_size, n_samples) - first)
-            scaled = loss if share == 1.0 else loss * share
-            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            group = min(first + accumulation * config.batch_size, n_samples) - first
+            share = len(targets) * world.size / group
+            steps = (index + 1) % accumulation == 0 or index + 1 == n_batches
+            # Between optimizer steps the ranks need not exchange gradients: DDP's no_sync.
+            quiet = (
+                contextlib.nullcontext() if steps or not world.distributed else self.forward_model.no_sync()
+            )
+            with quiet:
+                with self.precision.autocast():
+                    logits = self.forward_model(features)
+                    # A rank whose shard ran out still takes part in the gradient exchange, with zeros.
+                    loss = self.loss_fn(logits, targets) if len(targets) else logits.sum() * 0.0
+                scaled = loss if share == 1.0 else loss * share
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
             loss_sum.add_(loss.detach(), alpha=len(targets))
             correct += (logits.detach().argmax(dim=-1) == targets).sum()
-            if (index + 1) % accumulation == 0 or index + 1 == n_batches:
-                self._optimizer_step(scaler, loss=loss, bar=bar, done=index + 1, started=started)
+            if steps:
+                self._optimizer_step(scaler, loss, len(targets), bar=bar, done=index + 1, started=started)
             if bar is not None:
                 bar.update(1)
         if bar is not None:
             bar.close()
+        totals = world.all_reduce_sum(torch.stack([loss_sum.double(), correct.double()]))
         seconds = time.perf_counter() - started
         return {
-            "train_loss": loss_sum.item() / n_samples,
-            "train_accuracy": correct.item() / n_samples,
+            "train_loss": totals[0].item() / n_samples,
+            "train_accuracy": totals[1].item() / n_samples,
             "epoch_seconds": seconds,
             "samples_per_sec": n_samples / seconds,
         }
 
-    def _optimizer_step(self, scaler, loss: torch.Tensor, bar, done: int, started: float) -> None:
+    def _optimizer_step(
+        self, scaler, loss: torch.Tensor, batch_samples: int, bar, done: int, started: float
+    ) -> None:
         """Unscale, clip, step; log on logging steps. The gradient norm costs a pass over all
         gradients, so without clipping it is computed only when it is logged."""
         config = self.config
@@ -433,7 +477,7 @@ class Trainer:
         if not logging_step:
             return
         # The only per-step host sync, and only on logging steps.
-        step_loss = loss.item()
+        step_loss = self._batch_mean_loss(loss, batch_samples)
         self.sink.log_metrics(
             {
                 "train_loss_step": step_loss,
@@ -446,6 +490,14 @@ class Trainer:
             rate = done * config.batch_size / (time.perf_counter() - started)
             bar.set_postfix(loss=f"{step_loss:.4f}", samples_s=f"{rate:.0f}")
 
+    def _batch_mean_loss(self, loss: torch.Tensor, batch_samples: int) -> float:
+        """The mean loss of the last batch over all ranks (on one process: its own)."""
+        if not self.world.distributed:
+            return loss.item()
+        count = torch.tensor(float(batch_samples), dtype=torch.float64, device=loss.device)
+        sums = self.world.all_reduce_sum(torch.stack([loss.detach().double() * batch_samples, count]))
+        return (sums[0] / sums[1]).item()
+
     def _progress_bar(self, total: int):
         if not self.progress:
             return None
@@ -456,8 +508,31 @@ class Trainer:
     # ------------------------------------------------------------------------------------ evaluation
 
     @torch.no_grad()
+    def validate(self, data: TensorData) -> dict[str, float]:
+        """`val_loss`, `val_accuracy`, `val_f1_macro` over ALL of `data`: each rank scores its shard,
+        and the loss sum and confusion matrix are summed over the ranks (one all-reduce)."""
+        self.model.eval()
+        shard = shard_indices(len(data), self.world, shuffle=False, seed=self.config.seed, epoch=0)
+        n_classes = self.n_classes
+        loss_sum = torch.zeros((), device=self.device)
+        matrix = torch.zeros(n_classes * n_classes, device=self.device, dtype=torch.long)
+        for features, targets in self._batches(data, shard, EVAL_BATCH_SIZE):
+            with self.precision.autocast():
+                logits = self.model(features)
+                loss = self.loss_fn(logits, targets)
+            loss_sum += loss.float() * len(targets)
+            predictions = logits.float().argmax(dim=-1)
+            matrix += torch.bincount(targets * n_classes + predictions, minlength=n_classes * n_classes)
+        totals = torch.cat([loss_sum.double().reshape(1), matrix.double()])
+        totals = self.world.all_reduce_sum(totals).cpu()
+        confusion = totals[1:].numpy().astype(np.int64).reshape(n_classes, n_classes)
+        accuracy, f1 = metrics_from_confusion(confusion, len(data))
+        return {"val_loss": totals[0].item() / len(data), "val_accuracy": accuracy, "val_f1_macro": f1}
+
+    @torch.no_grad()
     def evaluate(self, data: TensorData) -> Evaluation:
-        """Mean loss, accuracy, macro F1, probabilities and predictions over `data` in eval mode."""
+        """Mean loss, accuracy, macro F1, probabilities and predictions over `data` in eval mode, all on
+        this process (the test set and the reports, which rank 0 makes alone)."""
         self.model.eval()
         loss_sum = torch.zeros((), device=self.device)
         probabilities = []

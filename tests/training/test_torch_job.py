@@ -113,7 +113,7 @@ def test_checkpoint_holds_everything_a_resume_needs(tmp_path):
         "best_metric",
     } <= set(state)
     assert state["epoch"] == 3 and state["config"]["loss"] == "focal"
-    assert {"python", "numpy", "torch", "shuffle"} <= set(state["rng"])
+    assert {"python", "numpy", "torch"} <= set(state["rng"])  # the shuffle: a function of seed and epoch
     assert load_checkpoint(path)["best_epoch"] == run.history("best_epoch")[0]
 
 
