@@ -115,6 +115,11 @@ class SweepConfig(JobConfig):
             fixed = config_class.parse(self.fixed_trainer_params())
         except ConfigError as error:
             raise ValueError(f"trainer={self.trainer} parameters: {error}") from None
+        if getattr(fixed, "launches_torchrun", False):
+            raise ValueError(
+                "a sweep's trials train inside its worker processes (the pruner follows each epoch there): "
+                "start more `mlops sweep worker` processes instead of torchrun (nproc_per_node=1, nnodes=1)"
+            )
         self._check_metric(fixed)
         if self.pruner != "none" and self.trainer != "torch":
             raise ValueError(f"pruner={self.pruner} needs per-epoch validation metrics: use trainer=torch")

@@ -36,6 +36,12 @@ NOT_TUNABLE: frozenset[str] = frozenset(
         "resume_from",
         "registered_model_name",
         "baseline",
+        "device",
+        "nproc_per_node",
+        "nnodes",
+        "node_rank",
+        "rdzv_endpoint",
+        "max_restarts",
     }
 )
 

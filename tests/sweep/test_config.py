@@ -74,6 +74,7 @@ def test_trainer_params_pass_through_and_are_checked_by_the_trainer():
         ({"trainer_params": {"early_stopping_metric": "val_loss"}}, "differs from metric"),
         ({"sampler": "grid"}, "sampler=grid needs categorical or int parameters; lr is log-float"),
         ({"storage": "mysql://x/y"}, "use sqlite"),
+        ({"trainer_params": {"nproc_per_node": "2", "model": "mlp"}}, "instead of torchrun"),
         ({"trainer": "sklearn", "metric": "cv_f1_macro_mean", "trainer_params": {"model": "stacking"}},
          "no default search space for trainer=sklearn model='stacking'"),
     ],
