@@ -11,8 +11,9 @@ from mlops_platform.errors import UserError
 from mlops_platform.serving.config import ServeConfig
 
 
-def config_options(config_class: type) -> list[click.Option]:
-    """One option per config field: same name, default and help; booleans are flags."""
+def config_options(config_class: type, optional: set[str] = frozenset()) -> list[click.Option]:
+    """One option per config field: same name, default and help; booleans are flags. Fields named in
+    `optional` are not required by click (the command checks them itself)."""
     from pydantic_core import PydanticUndefined
 
     from mlops_platform.config.base import literal_choices, scalar_type
@@ -21,7 +22,7 @@ def config_options(config_class: type) -> list[click.Option]:
     options = []
     for name, field in config_class.model_fields.items():
         flag = f"--{name.replace('_', '-')}"
-        required = field.default is PydanticUndefined
+        required = field.default is PydanticUndefined and name not in optional
         if scalar_type(field.annotation) is bool:
             options.append(
                 click.Option([flag, name], is_flag=True, default=field.default, help=field.description)
@@ -33,15 +34,20 @@ def config_options(config_class: type) -> list[click.Option]:
                 [flag, name],
                 type=click.Choice(choices) if choices else types[scalar_type(field.annotation)],
                 required=required,
-                default=None if required else field.default,
-                show_default=not required and field.default is not None,
+                default=None if field.default is PydanticUndefined else field.default,
+                show_default=field.default not in (None, PydanticUndefined),
                 help=field.description,
             )
         )
     return options
 
 
-def _serve(**options) -> None:
+@click.pass_context
+def _serve(ctx: click.Context, **options) -> None:
+    if ctx.invoked_subcommand is not None:
+        return  # `mlops serve report ...`: the subcommand does the work
+    if not options.get("model_uri"):
+        raise click.UsageError("Missing option '--model-uri'.")
     from mlops_platform.serving.app import serve as run_server
 
     try:
@@ -50,14 +56,42 @@ def _serve(**options) -> None:
         raise click.ClickException(str(error)) from None
 
 
-serve = click.Command(
+serve = click.Group(
     "serve",
     callback=_serve,
-    params=config_options(ServeConfig),
+    params=config_options(ServeConfig, optional={"model_uri"}),
+    invoke_without_command=True,
     help="Serve a model over REST with MLflow's scoring protocol (POST /invocations, /ping, /version, "
-    "/health).",
+    "/health); with --challenger, shadow or canary a second model beside it.",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+@serve.command("report")
+@click.option("--log", "log_path", required=True, help="The prediction log a server with --challenger wrote.")
+@click.option("--tracking-uri", default=None, help="Default: $MLFLOW_TRACKING_URI, else the local server.")
+@click.option(
+    "--experiment", default="serving-reports", show_default=True, help="Experiment of the report run."
+)
+@click.option(
+    "--no-mlflow", is_flag=True, default=False, help="Print the report only; log nothing to MLflow."
+)
+def report(log_path: str, tracking_uri: str | None, experiment: str, no_mlflow: bool) -> None:
+    """Agreement, latency p50/p99 and error rate per version (and the confusion between the two for
+    classifiers) of a shadow or canary period, printed and logged to MLflow."""
+    import json
+
+    from mlops_platform.serving.report import log_to_mlflow, read_lines, summarize
+
+    try:
+        summary = summarize(read_lines(log_path))
+        if not no_mlflow:
+            from mlops_platform.settings import resolve_tracking_uri
+
+            summary["mlflow_run_id"] = log_to_mlflow(summary, resolve_tracking_uri(tracking_uri), experiment)
+    except UserError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(json.dumps(summary, indent=2))
 
 
 @click.command()
@@ -67,7 +101,8 @@ serve = click.Command(
     "input_path",
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A .json scoring request (dataframe_split, dataframe_records, instances or inputs) or a .csv table.",
+    help="A .json scoring request (dataframe_split, dataframe_records, instances or inputs), a .csv or a "
+    ".parquet table.",
 )
 @click.option("--tracking-uri", default=None, help="Default: $MLFLOW_TRACKING_URI, else the local server.")
 @click.option(
@@ -85,30 +120,26 @@ def predict(model_uri: str, input_path: Path, tracking_uri: str | None, allow_un
 
 
 def _predict(model_uri: str, input_path: Path, tracking_uri: str | None, allow_unsafe: bool) -> None:
+    import asyncio
     import logging
 
     from mlops_platform.serving.errors import RequestError
-    from mlops_platform.serving.parsing import CONTENT_TYPE_CSV, CONTENT_TYPE_JSON, parse_request
+    from mlops_platform.serving.parsing import CONTENT_TYPE_CSV, CONTENT_TYPE_JSON, CONTENT_TYPE_PARQUET
     from mlops_platform.serving.predictors import load_served_model
+    from mlops_platform.serving.scoring import score
     from mlops_platform.settings import resolve_tracking_uri
 
     logging.getLogger("mlflow").setLevel(logging.ERROR)
-    content_type = CONTENT_TYPE_CSV if input_path.suffix.lower() == ".csv" else CONTENT_TYPE_JSON
+    suffix = input_path.suffix.lower()
+    content_type = {".csv": CONTENT_TYPE_CSV, ".parquet": CONTENT_TYPE_PARQUET}.get(suffix, CONTENT_TYPE_JSON)
     body = input_path.read_bytes()
     model = load_served_model(model_uri, resolve_tracking_uri(tracking_uri), allow_unsafe=allow_unsafe)
     try:
-        if model.fast:
-            parsed = parse_request(body, content_type)
-            if parsed.params is None:
-                array = model.validator.to_array(parsed)
-                click.echo(
-                    (b'{"predictions": ' + model.output_json(model.predict_array(array)) + b"}").decode()
-                )
-                return
-        status, content = model.fallback_response(body, content_type)
-        if status != 200:
-            raise UserError(f"{input_path}: {content.decode()}")
-        click.echo(content.decode())
+        # The server's own path, so `predict` answers exactly what `serve` would.
+        answer = asyncio.run(score(model, body, content_type))
+        if answer.status != 200:
+            raise UserError(f"{input_path}: {answer.body.decode()}")
+        click.echo(answer.body.decode())
     except RequestError as error:
         raise UserError(f"{input_path}: {error.message}") from None
     finally:

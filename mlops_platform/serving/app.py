@@ -1,10 +1,13 @@
 """The scoring server: a starlette app on uvicorn speaking MLflow's scoring protocol.
 
-Routes: `POST /invocations` (JSON `dataframe_split` / `dataframe_records` / `instances` / `inputs`, or
-CSV), `GET /ping` and `/health` (liveness; /health also says what is served), `GET /version` (model
-name, version, run id). Valid requests get exactly `mlflow models serve`'s answer; refused ones get
-MLflow's error shape `{"error_code": ..., "message": ...}` with 400/413/415/422, and only a short
-reason is logged, never the payload.
+Routes: `POST /invocations` (JSON `dataframe_split` / `dataframe_records` / `instances` / `inputs`,
+CSV or Parquet), `GET /ping` (liveness, as MLflow), `GET /version` (the MLflow version as text, as
+MLflow answers it, so `ScoringServerClient.get_version()` works), `GET /health` (what is served, counts,
+reload state). Valid requests get exactly `mlflow models serve`'s answer; refused ones get MLflow's
+error shape `{"error_code": ..., "message": ...}` with 400/413/415/422, and only a short reason is
+logged, never the payload.
+
+This module wires routes to the service; `scoring` parses and predicts, `reload` follows aliases.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 import time
+import uuid
 from typing import Any
 
 import orjson
@@ -22,22 +27,31 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from mlops_platform.serving import challenger as ab
 from mlops_platform.serving.config import ServeConfig
 from mlops_platform.serving.errors import RequestError
-from mlops_platform.serving.parsing import media_type, parse_request
 from mlops_platform.serving.prediction_log import PredictionLog
-from mlops_platform.serving.predictors import ModelIdentity, ServedModel, load_served_model, run_fallback
-from mlops_platform.serving.reload import AliasFollower, ModelHolder
+from mlops_platform.serving.predictors import ModelIdentity, ServedModel, load_served_model
+from mlops_platform.serving.reload import ModelSlot
+from mlops_platform.serving.scoring import Answer, score
 
 logger = logging.getLogger("mlops_platform.serving")
 
 # Environment variable through which `serve()` hands its config to uvicorn worker processes.
 CONFIG_ENV = "MLOPS_SERVE_CONFIG"
 JSON = "application/json"
+REQUEST_ID_HEADER = "X-Request-Id"
+# With --challenger: which model answered (its registry version, and "champion" or "challenger").
+MODEL_VERSION_HEADER = "X-Model-Version"
+MODEL_ROLE_HEADER = "X-Model-Role"
+# A client's own request id is kept when it is short and plain; anything else gets ours.
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
-def _error(status: int, code: str, message: str) -> Response:
-    return Response(orjson.dumps({"error_code": code, "message": message}), status, media_type=JSON)
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps({"error_code": code, "message": message}), status, media_type=JSON, headers=headers
+    )
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -57,24 +71,48 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def request_id_of(request: Request) -> str:
+    sent = request.headers.get(REQUEST_ID_HEADER)
+    return sent if sent and _CLIENT_REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+
+
 class ScoringService:
-    """The state behind the routes: the served model, its alias follower and the prediction log."""
+    """The state behind the routes: the served model slot(s) and the prediction log."""
 
     def __init__(self, config: ServeConfig, tracking_uri: str):
         self.config = config
         self.tracking_uri = tracking_uri
-        self.holder = ModelHolder(self.load())
-        self.follower: AliasFollower | None = None
-        if config.reload_interval > 0 and AliasFollower.applies_to(config.model_uri):
-            self.follower = AliasFollower(self.holder, tracking_uri, config.reload_interval, self.load)
-        self.prediction_log = PredictionLog(config.log_predictions) if config.log_predictions else None
+        self.champion = ModelSlot.open(config.model_uri, tracking_uri, config.reload_interval, self.load)
+        self.challenger: ModelSlot | None = None
+        if config.challenger:
+            try:
+                self.challenger = ModelSlot.open(
+                    config.challenger, tracking_uri, config.reload_interval, self.load
+                )
+            except BaseException:
+                self.champion.current.close()
+                raise
+        self.stats = {ab.CHAMPION: ab.VersionStats(), ab.CHALLENGER: ab.VersionStats()}
+        self.agreement = ab.Agreement()
+        self.shadow = ab.ShadowQueue(config.shadow_queue)
+        self.guard = ab.CanaryGuard(config.guard_error_rate, config.guard_window)
+        self.prediction_log = (
+            PredictionLog(
+                config.log_predictions,
+                max_bytes=config.log_max_bytes,
+                backups=config.log_backups,
+                sample_rows=config.log_sample_rows,
+            )
+            if config.log_predictions
+            else None
+        )
         self.started_at = time.time()
         self.served = 0
         self.refused = 0
 
-    def load(self, identity: ModelIdentity | None = None) -> ServedModel:
+    def load(self, model_uri: str, identity: ModelIdentity | None = None) -> ServedModel:
         return load_served_model(
-            self.config.model_uri,
+            model_uri,
             self.tracking_uri,
             self.config.max_batch_size,
             self.config.max_wait_ms,
@@ -82,99 +120,273 @@ class ScoringService:
             allow_unsafe=self.config.allow_unsafe_models,
         )
 
+    # Routes.
+
     async def invocations(self, request: Request) -> Response:
-        model = self.holder.current  # this request finishes with this model, whatever reloads meanwhile
+        if self.challenger is not None:
+            return await self.invocations_with_challenger(request)
+        request_id = request_id_of(request)
+        model = self.champion.current  # this request finishes with this model, whatever reloads meanwhile
         try:
             body = await read_body(request, self.config.max_body_bytes)
-            content_type = request.headers.get("content-type")
-            if not model.fast:
-                media_type(content_type)  # 415 for what MLflow would refuse too, before a thread hop
-                status, content = await run_fallback(model, body, content_type)
-                self.served += status == 200
-                return Response(content, status, media_type=JSON)
-            parsed = parse_request(body, content_type)
-            if parsed.params:  # inference params: only MLflow's own path knows what they mean
-                status, content = await run_fallback(model, body, content_type)
-                return Response(content, status, media_type=JSON)
-            array = model.validator.to_array(parsed)
-            try:
-                output = await model.predict_async(array)
-                payload = model.output_json(output)
-            except Exception as error:
-                logger.warning(
-                    "model %s failed on a %s-row request: %s",
-                    model.identity.resolved_uri,
-                    len(array),
-                    type(error).__name__,
-                )
-                raise RequestError(
-                    f"the model could not evaluate this input: {type(error).__name__}: {str(error)[:200]}",
-                    400,
-                ) from None
+            answer = await score(model, body, request.headers.get("content-type"))
         except RequestError as error:
-            self.refused += 1
-            logger.warning("refused request: %s %s", error.status, error.message[:200])
-            return _error(error.status, error.error_code, error.message)
-        self.served += 1
-        if self.prediction_log is not None:
-            names = list(model.validator.spec.names) or None
-            self.prediction_log.record(model.identity.as_dict(), names, array, payload)
-        return Response(b'{"predictions": ' + payload + b"}", media_type=JSON)
+            return self.refuse(error, request_id)
+        self.served += answer.status == 200
+        self.log_answer(request_id, model, answer)
+        return Response(answer.body, answer.status, media_type=JSON, headers={REQUEST_ID_HEADER: request_id})
+
+    async def invocations_with_challenger(self, request: Request) -> Response:
+        request_id = request_id_of(request)
+        try:
+            body = await read_body(request, self.config.max_body_bytes)
+        except RequestError as error:
+            return self.refuse(error, request_id)
+        content_type = request.headers.get("content-type")
+        if self.config.mode == ab.CANARY and not self.guard.tripped:
+            sticky = request.headers.get(self.config.sticky_header) if self.config.sticky_header else None
+            if ab.canary_bucket(sticky, self.config.canary_percent):
+                return await self.canary(request_id, body, content_type)
+        return await self.champion_answer(request_id, body, content_type)
+
+    async def champion_answer(
+        self, request_id: str, body: bytes, content_type: str | None, extra: dict[str, Any] | None = None
+    ) -> Response:
+        """The champion answers (with a shadow copy queued for the challenger in shadow mode)."""
+        model = self.champion.current
+        started = time.perf_counter()
+        with self.shadow.champion_busy():
+            try:
+                answer = await score(model, body, content_type)
+            except RequestError as error:
+                self.stats[ab.CHAMPION].observe(time.perf_counter() - started, False)
+                return self.refuse(error, request_id)
+        latency = time.perf_counter() - started
+        self.stats[ab.CHAMPION].observe(latency, answer.status == 200)
+        self.served += answer.status == 200
+        extra = {
+            "role": ab.CHAMPION,
+            "mode": self.config.mode,
+            "latency_ms": round(latency * 1e3, 3),
+            **(extra or {}),
+        }
+        if self.config.mode == ab.SHADOW and answer.status == 200:
+            self.queue_shadow(request_id, model, answer, body, content_type, extra)
+        else:
+            self.log_answer(request_id, model, answer, extra)
+        return self.answered(answer, request_id, model, ab.CHAMPION)
+
+    async def canary(self, request_id: str, body: bytes, content_type: str | None) -> Response:
+        """The challenger answers; if it fails where the champion does not, the champion answers and the
+        failure counts against the challenger (and may trip the guard)."""
+        model = self.challenger.current
+        started = time.perf_counter()
+        try:
+            answer = await score(model, body, content_type)
+            failure = None if answer.status == 200 else answer.body.decode(errors="replace")[:300]
+        except RequestError as error:
+            answer, failure = None, error.message[:300]
+        latency = time.perf_counter() - started
+        if failure is None:
+            self.stats[ab.CHALLENGER].observe(latency, True)
+            self.guard.observe(True)
+            self.served += 1
+            extra = {"role": ab.CHALLENGER, "mode": ab.CANARY, "latency_ms": round(latency * 1e3, 3)}
+            self.log_answer(request_id, model, answer, extra)
+            return self.answered(answer, request_id, model, ab.CHALLENGER)
+        response = await self.champion_answer(
+            request_id,
+            body,
+            content_type,
+            {"canary_error": {"model_version": model.identity.version, "error": failure}},
+        )
+        if response.status_code == 200:  # the challenger failed on a request the champion answers
+            self.stats[ab.CHALLENGER].observe(latency, False)
+            if self.guard.observe(False):
+                logger.warning(
+                    "canary guard tripped for version %s: %s", model.identity.version, self.guard.reason
+                )
+        return response
+
+    def queue_shadow(
+        self,
+        request_id: str,
+        champion: ServedModel,
+        answer: Answer,
+        body: bytes,
+        content_type: str | None,
+        extra: dict[str, Any],
+    ) -> None:
+        challenger = self.challenger.current
+
+        async def run() -> None:
+            started = time.perf_counter()
+            try:
+                theirs = await score(challenger, body, content_type)
+                failure = None if theirs.status == 200 else theirs.body.decode(errors="replace")[:300]
+            except RequestError as error:
+                theirs, failure = None, error.message[:300]
+            latency = time.perf_counter() - started
+            self.stats[ab.CHALLENGER].observe(latency, failure is None)
+            shadow: dict[str, Any] = {
+                "model_version": challenger.identity.version,
+                "latency_ms": round(latency * 1e3, 3),
+            }
+            if failure is None:
+                if answer.predictions is not None and theirs.predictions is not None:
+                    self.agreement.observe(orjson.loads(answer.predictions), orjson.loads(theirs.predictions))
+            else:
+                shadow["error"] = failure
+            self.log_answer(request_id, champion, answer, {**extra, "shadow": shadow}, (challenger, theirs))
+
+        def shed() -> None:
+            shadow = {"model_version": challenger.identity.version, "shed": True}
+            self.log_answer(request_id, champion, answer, {**extra, "shadow": shadow})
+
+        self.shadow.offer(ab.ShadowJob(time.monotonic(), run, shed))
+
+    @staticmethod
+    def answered(answer: Answer, request_id: str, model: ServedModel, role: str) -> Response:
+        headers = {
+            REQUEST_ID_HEADER: request_id,
+            MODEL_VERSION_HEADER: str(model.identity.version),
+            MODEL_ROLE_HEADER: role,
+        }
+        return Response(answer.body, answer.status, media_type=JSON, headers=headers)
 
     async def ping(self, request: Request) -> Response:
         return Response("\n", media_type=JSON)  # what `mlflow models serve` answers
 
-    async def health(self, request: Request) -> Response:
-        model = self.holder.current
-        return Response(
-            orjson.dumps(
-                {
-                    "status": "ok",
-                    "uptime_s": round(time.time() - self.started_at, 1),
-                    "model_name": model.identity.name,
-                    "model_version": model.identity.version,
-                    "served": self.served,
-                    "refused": self.refused,
-                    "batched_calls": model.batcher.batches if model.batcher else None,
-                    "batched_rows": model.batcher.rows if model.batcher else None,
-                }
-            ),
-            media_type=JSON,
-        )
-
     async def version(self, request: Request) -> Response:
         import mlflow
 
-        model = self.holder.current
-        info: dict[str, Any] = {
-            **model.identity.as_dict(),
-            "flavor": model.flavor,
-            "loaded_at": model.loaded_at,
-            "reloads": self.holder.swaps,
-            "mlflow_version": mlflow.__version__,
+        return Response(mlflow.__version__, media_type=JSON)  # what `mlflow models serve` answers
+
+    async def health(self, request: Request) -> Response:
+        return Response(orjson.dumps(self.health_report()), media_type=JSON)
+
+    # Helpers of the routes.
+
+    def refuse(self, error: RequestError, request_id: str) -> Response:
+        self.refused += 1
+        logger.warning("refused request: %s %s (request %s)", error.status, error.message[:200], request_id)
+        return error_response(error.status, error.error_code, error.message, {REQUEST_ID_HEADER: request_id})
+
+    def log_answer(
+        self,
+        request_id: str,
+        model: ServedModel,
+        answer: Answer,
+        extra: dict[str, Any] | None = None,
+        shadow: tuple[ServedModel, Answer | None] | None = None,
+    ) -> None:
+        """One prediction-log line for an answered request (sampled rows only for a large one); `shadow`
+        is the challenger and its answer to the same request, logged under extra["shadow"]."""
+        log = self.prediction_log
+        if log is None or answer.inputs is None or answer.predictions is None:
+            return
+        extra = dict(extra or {})
+        if answer.params:
+            extra["params"] = answer.params
+        inputs, predictions = answer.inputs, answer.predictions
+        theirs = shadow[1].predictions if shadow and shadow[1] is not None else None
+        rows = log.sample(len(inputs)) if answer.output is not None else None
+        if rows is not None:
+            inputs, predictions = inputs[rows], model.output_json(answer.output[rows])
+            extra.update(rows_total=len(answer.inputs), sampled_rows=rows)
+            if theirs is not None:
+                partner, partner_answer = shadow
+                theirs = (
+                    partner.output_json(partner_answer.output[rows])
+                    if partner_answer.output is not None
+                    else None
+                )
+        if theirs is not None:
+            extra["shadow"] = {**extra["shadow"], "predictions": orjson.Fragment(theirs)}
+        names = list(model.validator.spec.names) or None
+        log.record(request_id, model.identity.as_dict(), names, inputs, predictions, extra)
+
+    def health_report(self) -> dict[str, Any]:
+        model = self.champion.current
+        return {
+            "status": "ok",
+            "uptime_s": round(time.time() - self.started_at, 1),
+            **describe_model(model),
+            "reloads": self.champion.holder.swaps,
+            "reload": self.champion.follower.status() if self.champion.follower else None,
+            "served": self.served,
+            "refused": self.refused,
+            "batched_calls": model.batcher.batches if model.batcher else None,
+            "batched_rows": model.batcher.rows if model.batcher else None,
+            "largest_model_call": model.largest_model_call,
+            "prediction_log": (
+                {"path": self.prediction_log.path, "rotations": self.prediction_log.rotations}
+                if self.prediction_log
+                else None
+            ),
+            **(self.challenger_report() if self.challenger is not None else {}),
         }
-        return Response(orjson.dumps(info), media_type=JSON)
+
+    def challenger_report(self) -> dict[str, Any]:
+        challenger = self.challenger.current
+        report: dict[str, Any] = {
+            "mode": self.config.mode,
+            "challenger": describe_model(challenger),
+            "challenger_reload": self.challenger.follower.status() if self.challenger.follower else None,
+            "versions": {
+                ab.CHAMPION: self.stats[ab.CHAMPION].report(self.champion.current.identity.version),
+                ab.CHALLENGER: self.stats[ab.CHALLENGER].report(challenger.identity.version),
+            },
+        }
+        if self.config.mode == ab.SHADOW:
+            report["agreement"] = self.agreement.report()
+            report["shadow"] = self.shadow.report()
+        else:
+            report["canary"] = {
+                "percent": self.config.canary_percent,
+                "sticky_header": self.config.sticky_header,
+            }
+            report["guard"] = self.guard.report()
+        return report
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette):
-        if self.follower is not None:
-            self.follower.start()
+        self.champion.start()
+        if self.challenger is not None:
+            self.challenger.start()
+            if self.config.mode == ab.SHADOW:
+                self.shadow.start()
         if self.prediction_log is not None:
             self.prediction_log.start()
-        logger.info(
-            "serving %s (%s) on pid %d",
-            self.holder.current.identity.resolved_uri,
-            self.holder.current.flavor,
-            os.getpid(),
-        )
+        model = self.champion.current
+        logger.info("serving %s (%s) on pid %d", model.identity.resolved_uri, model.flavor, os.getpid())
+        if self.challenger is not None:
+            logger.info(
+                "challenger %s in %s mode", self.challenger.current.identity.resolved_uri, self.config.mode
+            )
         try:
             yield
         finally:
-            if self.follower is not None:
-                await self.follower.stop()
+            await self.shadow.stop()
+            await self.champion.stop()
+            if self.challenger is not None:
+                await self.challenger.stop()
             if self.prediction_log is not None:
                 await self.prediction_log.close()
-            self.holder.current.close()
+
+
+def describe_model(model: ServedModel) -> dict[str, Any]:
+    """Which model this is: our identity, on /health (MLflow's /version holds only MLflow's version)."""
+    return {**model.identity.as_dict(), "flavor": model.flavor, "loaded_at": model.loaded_at}
+
+
+def routes(service: ScoringService) -> list[Route]:
+    return [
+        Route("/invocations", service.invocations, methods=["POST"]),
+        Route("/ping", service.ping, methods=["GET"]),
+        Route("/health", service.health, methods=["GET"]),
+        Route("/version", service.version, methods=["GET"]),
+    ]
 
 
 def _configure_logging() -> None:
@@ -195,15 +407,8 @@ def create_app(config: ServeConfig) -> Starlette:
     _configure_logging()
     # A progress bar per model download is noise in a server log (and on every reload).
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    tracking_uri = resolve_tracking_uri(config.tracking_uri)
-    service = ScoringService(config, tracking_uri)
-    routes = [
-        Route("/invocations", service.invocations, methods=["POST"]),
-        Route("/ping", service.ping, methods=["GET"]),
-        Route("/health", service.health, methods=["GET"]),
-        Route("/version", service.version, methods=["GET"]),
-    ]
-    app = Starlette(routes=routes, lifespan=service.lifespan)
+    service = ScoringService(config, resolve_tracking_uri(config.tracking_uri))
+    app = Starlette(routes=routes(service), lifespan=service.lifespan)
     app.state.service = service
     return app
 

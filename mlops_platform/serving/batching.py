@@ -41,6 +41,7 @@ class MicroBatcher:
         # Sizes of the batches run so far (for tests and /health).
         self.batches = 0
         self.rows = 0
+        self.largest = 0
 
     async def submit(self, rows: np.ndarray) -> np.ndarray:
         """The model's output for `rows`, computed together with whatever else is queued."""
@@ -73,6 +74,7 @@ class MicroBatcher:
                 continue
             self.batches += 1
             self.rows += len(joined)
+            self.largest = max(self.largest, len(joined))
             start = 0
             for rows, future in batch:
                 stop = start + len(rows)

@@ -3,7 +3,9 @@ generated from these fields, their help from the descriptions)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlops_platform.errors import UserError
 
@@ -28,6 +30,15 @@ class ServeConfig(BaseModel):
     log_predictions: str | None = Field(
         None, description="Append served inputs and outputs to this JSON-lines file (mode 0600)."
     )
+    log_max_bytes: int = Field(
+        100 * 1024 * 1024,
+        ge=1,
+        description="The prediction log is rotated (PATH.1, PATH.2, ...) at this size.",
+    )
+    log_backups: int = Field(3, ge=0, description="Rotated prediction logs kept.")
+    log_sample_rows: int = Field(
+        0, ge=0, description="Log a random sample of this many rows of larger requests; 0 logs every row."
+    )
     max_batch_size: int = Field(
         1024, ge=1, description="Most rows in one model call: larger requests are split, small ones batched."
     )
@@ -35,11 +46,38 @@ class ServeConfig(BaseModel):
     max_body_bytes: int = Field(
         10 * 1024 * 1024, ge=1, description="Larger request bodies are refused with 413 before being read."
     )
+    challenger: str | None = Field(
+        None, description="A second model URI (e.g. models:/NAME@challenger) scored beside the champion."
+    )
+    mode: Literal["shadow", "canary"] = Field(
+        "shadow",
+        description="With --challenger: shadow scores a copy of every request off the response path; "
+        "canary lets the challenger answer --canary-percent of requests.",
+    )
+    canary_percent: float = Field(5.0, ge=0, le=100, description="Percent of requests the canary answers.")
+    sticky_header: str | None = Field(
+        None, description="Request header whose value picks the model (one user, one model) in canary mode."
+    )
+    shadow_queue: int = Field(
+        64, ge=1, description="Shadow copies waiting for the challenger at most; more are shed and counted."
+    )
+    guard_error_rate: float = Field(
+        0.01, ge=0, le=1, description="Canary guard: stop routing above this challenger error rate..."
+    )
+    guard_window: int = Field(200, ge=1, description="...over its last this many requests.")
     allow_unsafe_models: bool = Field(
         False,
         description="Also load models whose format can run code when loaded (pickle, cloudpickle, "
         "python_model). Only when everyone who can log to the registry is trusted.",
     )
+
+    @model_validator(mode="after")
+    def _challenger_options_need_a_challenger(self) -> ServeConfig:
+        if self.challenger is None and self.sticky_header is not None:
+            raise ValueError("--sticky-header needs --challenger and --mode canary")
+        if self.challenger is not None and self.challenger == self.model_uri:
+            raise ValueError(f"--challenger {self.challenger!r} is the model already served")
+        return self
 
     @classmethod
     def parse(cls, values: dict) -> ServeConfig:

@@ -1,20 +1,23 @@
 """MLflow scoring protocol, input side: body bytes + content type -> (format, data).
 
 JSON bodies are objects with exactly one of `dataframe_split`, `dataframe_records`, `instances`,
-`inputs` (plus optional `params`); CSV bodies are a header line and rows. Only the structure is checked
-here; `validation` checks the data against the model signature.
+`inputs` (plus optional `params`); CSV bodies are a header line and rows; Parquet bodies (what
+`mlflow models serve` also reads) are one table. Only the structure is checked here; `validation`
+checks the data against the model signature.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from mlops_platform.serving.errors import RequestError, bad_request, quote
+from mlops_platform.serving.errors import RequestError, bad_request, invalid_input, quote
 
 DF_SPLIT = "dataframe_split"
 DF_RECORDS = "dataframe_records"
@@ -23,9 +26,14 @@ INPUTS = "inputs"
 FORMATS = (DF_SPLIT, DF_RECORDS, INSTANCES, INPUTS)
 PARAMS = "params"
 CSV = "csv"
+PARQUET = "parquet"
 
 CONTENT_TYPE_JSON = "application/json"
 CONTENT_TYPE_CSV = "text/csv"
+CONTENT_TYPE_PARQUET = "application/vnd.apache.parquet"
+CONTENT_TYPES = (CONTENT_TYPE_JSON, CONTENT_TYPE_CSV, CONTENT_TYPE_PARQUET)
+# The literals Python's json module (MLflow's client) writes for NaN and infinities; orjson refuses them.
+_NON_FINITE_LITERAL = re.compile(rb"(?<![\w\"])(?:NaN|-?Infinity)(?![\w\"])")
 
 
 @dataclass(frozen=True)
@@ -33,8 +41,9 @@ class ParsedRequest:
     """A structurally valid request.
 
     Attributes:
-        format: one of FORMATS, or "csv".
-        data: the value under the format key; for CSV a (header, rows-of-strings) pair.
+        format: one of FORMATS, "csv" or "parquet".
+        data: the value under the format key; for CSV a (header, rows-of-strings) pair; for Parquet a
+            (column names, pandas DataFrame) pair.
         params: the `params` object, if sent.
         may_hold_bools: the body has a JSON true/false somewhere, so numeric data needs the careful
             type scan (numpy would silently turn a bool into 1.0).
@@ -49,9 +58,7 @@ class ParsedRequest:
 def media_type(content_type: str | None) -> str:
     """The media type of a Content-Type header, checked for MLflow's allowed parameters (415 otherwise)."""
     if not content_type:
-        raise RequestError(
-            f"missing Content-Type header: send {CONTENT_TYPE_JSON} or {CONTENT_TYPE_CSV}", 415
-        )
+        raise RequestError(f"missing Content-Type header: send one of {', '.join(CONTENT_TYPES)}", 415)
     kind, *parameters = (part.strip() for part in content_type.split(";"))
     kind = kind.lower()
     for parameter in parameters:
@@ -60,9 +67,9 @@ def media_type(content_type: str | None) -> str:
             raise RequestError(f"unsupported Content-Type parameter {quote(key.strip())}", 415)
         if value.strip().strip('"').lower() not in ("utf-8", "utf8"):
             raise RequestError(f"unsupported charset {quote(value.strip())}: only utf-8", 415)
-    if kind not in (CONTENT_TYPE_JSON, CONTENT_TYPE_CSV):
+    if kind not in CONTENT_TYPES:
         raise RequestError(
-            f"unsupported Content-Type {quote(kind)}: send {CONTENT_TYPE_JSON} or {CONTENT_TYPE_CSV}", 415
+            f"unsupported Content-Type {quote(kind)}: send one of {', '.join(CONTENT_TYPES)}", 415
         )
     return kind
 
@@ -74,6 +81,8 @@ def parse_request(body: bytes, content_type: str | None) -> ParsedRequest:
         raise bad_request("empty request body")
     if kind == CONTENT_TYPE_CSV:
         return parse_csv(body)
+    if kind == CONTENT_TYPE_PARQUET:
+        return parse_parquet(body)
     return parse_json(body)
 
 
@@ -81,6 +90,12 @@ def parse_json(body: bytes) -> ParsedRequest:
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as error:
+        if _NON_FINITE_LITERAL.search(body) and _parses_with_non_finite_literals(body):
+            # MLflow's client writes a missing value as a bare NaN: say what is wrong with it.
+            raise invalid_input(
+                "missing values are not accepted: the request holds NaN or Infinity; send a number for "
+                "every value"
+            ) from None
         # orjson's message names the line and column, never the payload.
         raise bad_request(f"malformed JSON: {error}") from None
     if not isinstance(document, dict):
@@ -148,3 +163,21 @@ def parse_csv(body: bytes) -> ParsedRequest:
         raise bad_request("the CSV body has no header line")
     header, rows = table[0], table[1:]
     return ParsedRequest(CSV, (header, rows))
+
+
+def _parses_with_non_finite_literals(body: bytes) -> bool:
+    try:
+        json.loads(body)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_parquet(body: bytes) -> ParsedRequest:
+    import pandas as pd
+
+    try:
+        frame = pd.read_parquet(io.BytesIO(body))
+    except Exception as error:  # pyarrow raises several types for a body that is not Parquet
+        raise bad_request(f"malformed Parquet: {type(error).__name__}: {str(error)[:200]}") from None
+    return ParsedRequest(PARQUET, ([str(name) for name in frame.columns], frame))

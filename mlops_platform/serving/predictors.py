@@ -153,12 +153,19 @@ class ServedModel:
     native: Any = None
     predict_fn: str = "predict"
     records_output: bool = False  # torch model with a column signature: MLflow answers with records
+    max_batch_size: int = 1024
     batcher: MicroBatcher | None = None
     _executor: ThreadPoolExecutor | None = None
+    largest_call: int = 0  # most rows in one model call so far (for /health)
 
     @property
     def fast(self) -> bool:
         return self.validator is not None
+
+    @property
+    def takes_params(self) -> bool:
+        """The signature declares inference params (MLflow ignores params of a model that does not)."""
+        return self.pyfunc_model.metadata.get_params_schema() is not None
 
     # Native prediction.
 
@@ -177,9 +184,23 @@ class ServedModel:
         return output.numpy()
 
     async def predict_async(self, array: np.ndarray) -> np.ndarray:
+        """The output for `array`, in model calls of at most `max_batch_size` rows, never on the event
+        loop: a large request is split, and other requests' calls interleave with its parts."""
+        step = self.max_batch_size
+        chunks = [array[start : start + step] for start in range(0, len(array), step)]
         if self.batcher is not None:
-            return await self.batcher.submit(array)
-        return self.predict_array(array)
+            outputs = await asyncio.gather(*(self.batcher.submit(chunk) for chunk in chunks))
+        else:
+            loop = asyncio.get_running_loop()
+            outputs = []
+            for chunk in chunks:
+                self.largest_call = max(self.largest_call, len(chunk))
+                outputs.append(await loop.run_in_executor(self._executor, self.predict_array, chunk))
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+
+    @property
+    def largest_model_call(self) -> int:
+        return max(self.largest_call, self.batcher.largest if self.batcher else 0)
 
     def output_json(self, output: np.ndarray) -> bytes:
         if self.records_output:
@@ -247,23 +268,39 @@ def load_served_model(
     except BaseException:
         shutil.rmtree(local_path, ignore_errors=True)
         raise
-    served = ServedModel(identity, "pyfunc", pyfunc_model, None, local_path)
-    flavors = pyfunc_model.metadata.flavors
-    spec = InputSpec.from_schema(pyfunc_model.metadata.get_input_schema())
-    if spec is None:
-        logger.info("model %s: no numeric signature, serving through pyfunc", identity.resolved_uri)
-        return served
-    if "sklearn" in flavors:
-        _make_sklearn(served, spec, max_batch_size, max_wait_ms)
-    elif "pytorch" in flavors:
-        _make_torch(served, spec, max_batch_size, max_wait_ms)
-    else:
-        return served
-    _self_check(served, path)
+    served = ServedModel(identity, "pyfunc", pyfunc_model, None, local_path, max_batch_size=max_batch_size)
+    try:
+        _choose_predictor(served, path, max_wait_ms)
+    except BaseException:
+        served.close()
+        raise
     return served
 
 
-def _make_sklearn(served: ServedModel, spec: InputSpec, max_batch_size: int, max_wait_ms: float) -> None:
+def _choose_predictor(served: ServedModel, path: str, max_wait_ms: float) -> None:
+    """Serve natively when the signature and flavor allow and the self-check agrees; else via pyfunc."""
+    metadata = served.pyfunc_model.metadata
+    spec = InputSpec.from_schema(metadata.get_input_schema())
+    if spec is None:
+        logger.info("model %s: no numeric signature, serving through pyfunc", served.identity.resolved_uri)
+        return
+    if "sklearn" in metadata.flavors:
+        _make_sklearn(served, spec)
+    elif "pytorch" in metadata.flavors:
+        _make_torch(served, spec)
+    if not served.fast:
+        return
+    served._executor = ThreadPoolExecutor(1, thread_name_prefix=f"{served.flavor}-predict")
+    if spec.width is not None:
+        # Rows are predicted independently by sklearn estimators and by torch modules in eval mode, and
+        # flat (-1, n) rows from several requests stack into one array: micro-batch concurrent requests.
+        served.batcher = MicroBatcher(
+            served.predict_array, served._executor, served.max_batch_size, max_wait_ms / 1e3
+        )
+    _self_check(served, path)
+
+
+def _make_sklearn(served: ServedModel, spec: InputSpec) -> None:
     predict_fn = served.pyfunc_model.metadata.flavors["python_function"].get("predict_fn", "predict")
     if predict_fn not in _SKLEARN_PREDICT_FNS:
         return
@@ -276,11 +313,9 @@ def _make_sklearn(served: ServedModel, spec: InputSpec, max_batch_size: int, max
     # Column order ("F"), as MLflow's DataFrame hands it to sklearn: BLAS then sums in the same order and
     # float outputs (predict_proba) equal MLflow's to the last bit, not just to rounding.
     served.validator = Validator(spec, common, order="F" if spec.kind == "columns" else "C")
-    # sklearn's per-call overhead (input checks) dwarfs a small model's arithmetic: share it out.
-    _add_batcher(served, spec, max_batch_size, max_wait_ms)
 
 
-def _make_torch(served: ServedModel, spec: InputSpec, max_batch_size: int, max_wait_ms: float) -> None:
+def _make_torch(served: ServedModel, spec: InputSpec) -> None:
     module = served.pyfunc_model.get_raw_model()
     # A torch.export program has its mode fixed at export time and refuses eval().
     with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -289,61 +324,71 @@ def _make_torch(served: ServedModel, spec: InputSpec, max_batch_size: int, max_w
     # MLflow feeds a column-signature torch model `DataFrame.to_numpy(float32)`, a tensor one its dtype.
     served.validator = Validator(spec, np.float32 if spec.kind == "columns" else spec.dtypes[0])
     served.records_output = spec.kind == "columns"
-    _add_batcher(served, spec, max_batch_size, max_wait_ms)
-
-
-def _add_batcher(served: ServedModel, spec: InputSpec, max_batch_size: int, max_wait_ms: float) -> None:
-    """Micro-batch concurrent requests: rows are predicted independently by sklearn estimators and by
-    torch modules in eval mode, and flat (-1, n) rows from several requests stack into one array."""
-    if spec.width is None:
-        return
-    served._executor = ThreadPoolExecutor(1, thread_name_prefix=f"{served.flavor}-batch")
-    served.batcher = MicroBatcher(served.predict_array, served._executor, max_batch_size, max_wait_ms / 1e3)
 
 
 def _self_check(served: ServedModel, path: str) -> None:
-    """Fall back to pyfunc unless the native path answers the input example as pyfunc does."""
-    try:
-        example = served.pyfunc_model.metadata.load_input_example(path)
-    except Exception as error:  # an unreadable example only costs us the check
-        logger.warning(
-            "model %s: input example unreadable (%s); native path unchecked", served.identity, error
-        )
-        return
+    """Fall back to pyfunc unless the native path answers the input example as pyfunc does; turn
+    micro-batching off unless each row's answer is independent of its neighbours."""
+    example = _input_example(served, path)
     if example is None:
         return
-    import pandas as pd
-
     try:
-        expected = served.pyfunc_model.predict(example)
-        if isinstance(example, pd.DataFrame):
-            names = list(served.validator.spec.names) or list(example.columns)
-            array = example[names].to_numpy(dtype=served.validator.dtype)
-        else:
-            array = np.asarray(example, dtype=served.validator.dtype)
-        array = np.asarray(array, order=served.validator.order)
+        array = _example_array(served, example)
         ours = orjson.loads(served.output_json(served.predict_array(array)))
-        theirs = orjson.loads(
-            predictions_json(np.asarray(expected))
-            if not isinstance(expected, pd.DataFrame)
-            else orjson.dumps(
-                expected.to_dict(orient="records"),
-                option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS,
-            )
-        )
-        if not _same(ours, theirs):
+        if not _same(ours, _pyfunc_answer(served, example)):
             raise ValueError("native output differs from pyfunc's on the input example")
-        if served.batcher is not None and len(array) > 1:
-            # Batching is sound only if a row's answer does not depend on the rows beside it.
-            alone = np.concatenate([served.predict_array(array[i : i + 1]) for i in range(len(array))])
-            if not _same(orjson.loads(served.output_json(alone)), ours):
-                logger.warning("model %s: rows are not independent; micro-batching off", identity_of(served))
-                served.batcher = None
+        if served.batcher is not None and len(array) > 1 and not _rows_independent(served, array, ours):
+            logger.warning("model %s: rows are not independent; micro-batching off", identity_of(served))
+            served.batcher = None
     except Exception as error:
         logger.warning(
             "model %s: native path disabled, serving through pyfunc: %s", served.identity.resolved_uri, error
         )
         served.flavor, served.validator, served.batcher = "pyfunc", None, None
+
+
+def _input_example(served: ServedModel, path: str) -> Any:
+    try:
+        return served.pyfunc_model.metadata.load_input_example(path)
+    except Exception as error:  # an unreadable example only costs us the check
+        logger.warning(
+            "model %s: input example unreadable (%s); native path unchecked", served.identity, error
+        )
+        return None
+
+
+def _example_array(served: ServedModel, example: Any) -> np.ndarray:
+    """The input example as the validator would hand it to the native model."""
+    import pandas as pd
+
+    validator = served.validator
+    if isinstance(example, pd.DataFrame):
+        names = list(validator.spec.names) or list(example.columns)
+        array = example[names].to_numpy(dtype=validator.dtype)
+    else:
+        array = np.asarray(example, dtype=validator.dtype)
+    return np.asarray(array, order=validator.order)
+
+
+def _pyfunc_answer(served: ServedModel, example: Any) -> Any:
+    """pyfunc's predictions on the example, as MLflow's scoring server would write them (JSON-loaded)."""
+    import pandas as pd
+
+    expected = served.pyfunc_model.predict(example)
+    if isinstance(expected, pd.DataFrame):
+        return orjson.loads(
+            orjson.dumps(
+                expected.to_dict(orient="records"),
+                option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS,
+            )
+        )
+    return orjson.loads(predictions_json(np.asarray(expected)))
+
+
+def _rows_independent(served: ServedModel, array: np.ndarray, together: Any) -> bool:
+    """Batching is sound only if a row's answer does not depend on the rows beside it."""
+    alone = np.concatenate([served.predict_array(array[i : i + 1]) for i in range(len(array))])
+    return _same(orjson.loads(served.output_json(alone)), together)
 
 
 def identity_of(served: ServedModel) -> str:

@@ -3,7 +3,10 @@
 The served model is one reference in `ModelHolder`; a request reads it once and finishes with that
 model, so swapping the reference never breaks a request in flight. `AliasFollower` checks the alias
 every `interval` seconds; when it points at another version it loads and self-checks that version in a
-worker thread (requests keep being answered by the old one meanwhile), then swaps it in.
+worker thread (requests keep being answered by the old one meanwhile), then swaps it in. A load that
+fails leaves nothing behind (the loader removes its download folder) and the next tries come after
+twice the previous wait each time (up to `MAX_BACKOFF_S`), so a broken version is not downloaded
+again every interval.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from mlops_platform.serving.predictors import ModelIdentity, ServedModel, parse_
 logger = logging.getLogger(__name__)
 # An old model's torch batcher may still be finishing a batch; close it only after this long.
 _RETIRE_DELAY_S = 30.0
+MAX_BACKOFF_S = 300.0
 
 
 class ModelHolder:
@@ -48,6 +52,23 @@ class AliasFollower:
         self.interval = interval
         self._load = load
         self._task: asyncio.Task | None = None
+        self.failures = 0  # consecutive failed checks or loads
+        self.last_error: str | None = None
+
+    @property
+    def next_wait(self) -> float:
+        """Seconds until the next check: the interval, doubled for each consecutive failure."""
+        if not self.failures:
+            return self.interval
+        return min(self.interval * 2**self.failures, max(MAX_BACKOFF_S, self.interval))
+
+    def status(self) -> dict:
+        return {
+            "alias": self.holder.current.identity.model_uri,
+            "failures": self.failures,
+            "last_error": self.last_error,
+            "next_check_s": round(self.next_wait, 3),
+        }
 
     @staticmethod
     def applies_to(model_uri: str) -> bool:
@@ -79,10 +100,54 @@ class AliasFollower:
 
     async def _follow(self) -> None:
         while True:
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(self.next_wait)
             try:
                 await self.check_once()
             except asyncio.CancelledError:
                 raise
-            except Exception as error:  # a registry hiccup must not stop following, nor serving
-                logger.warning("alias check failed, still serving the current model: %s", error)
+            except Exception as error:  # a registry hiccup or a bad version must not stop serving
+                self.failures += 1
+                self.last_error = str(error)[:500]
+                logger.warning(
+                    "alias check failed (%d in a row; next try in %.1f s), still serving version %s: %s",
+                    self.failures,
+                    self.next_wait,
+                    self.holder.current.identity.version,
+                    error,
+                )
+            else:
+                self.failures, self.last_error = 0, None
+
+
+class ModelSlot:
+    """One served model URI: the model loaded now and, for an alias, the follower that moves it."""
+
+    def __init__(self, holder: ModelHolder, follower: AliasFollower | None):
+        self.holder = holder
+        self.follower = follower
+
+    @classmethod
+    def open(
+        cls, model_uri: str, tracking_uri: str, reload_interval: float, load: Callable[..., ServedModel]
+    ) -> ModelSlot:
+        """Load `model_uri` now; follow its alias every `reload_interval` seconds when it names one."""
+        holder = ModelHolder(load(model_uri))
+        follower = None
+        if reload_interval > 0 and AliasFollower.applies_to(model_uri):
+            follower = AliasFollower(
+                holder, tracking_uri, reload_interval, lambda identity: load(model_uri, identity)
+            )
+        return cls(holder, follower)
+
+    @property
+    def current(self) -> ServedModel:
+        return self.holder.current
+
+    def start(self) -> None:
+        if self.follower is not None:
+            self.follower.start()
+
+    async def stop(self) -> None:
+        if self.follower is not None:
+            await self.follower.stop()
+        self.holder.current.close()

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from mlops_platform.serving.errors import invalid_input, quote
-from mlops_platform.serving.parsing import CSV, DF_RECORDS, DF_SPLIT, ParsedRequest
+from mlops_platform.serving.parsing import CSV, DF_RECORDS, DF_SPLIT, PARQUET, ParsedRequest
 
 # MLflow column types the fast path serves, as numpy dtypes.
 _COLUMN_DTYPES = {"double": np.float64, "float": np.float32, "long": np.int64, "integer": np.int32}
@@ -94,12 +94,18 @@ def _listing(names: Any) -> str:
 
 
 class Validator:
-    """Turns parsed requests into arrays of `dtype` for one model's InputSpec."""
+    """Turns parsed requests into arrays of `dtype` for one model's InputSpec.
+
+    One reader per input format and signature kind (`_COLUMN_READERS`, `_TENSOR_READERS`); each returns
+    a numeric array or raises RequestError naming the problem. `to_array` then applies the checks every
+    format shares: no empty input, finite values, and values the signature's dtypes can hold.
+    """
 
     def __init__(self, spec: InputSpec, dtype: np.dtype, order: str = "C"):
         self.spec = spec
         self.dtype = np.dtype(dtype)
         self.order = order
+        self._bounds = _bounds(spec, self.dtype)
         if spec.kind == "columns":
             self._name_set = frozenset(spec.names)
             self._integer_columns = [i for i, d in enumerate(spec.dtypes) if d.kind in "iu"]
@@ -110,46 +116,58 @@ class Validator:
         """The validated input as a contiguous array (in `order`); raises RequestError (400/422) naming the
         problem."""
         if self.spec.kind == "columns":
-            array = self._columns_array(request)
+            array = _COLUMN_READERS[_reader_key(request)](self, request)
             if self._integer_columns:
                 self._check_integers(array)
         else:
-            array = self._tensor_array(request)
+            array = _TENSOR_READERS[_reader_key(request)](self, request)
+            self._check_shape(array)
         if array.shape[0] == 0:
             raise invalid_input("empty input: the request holds no rows")
-        # Only CSV can carry NaN or inf: orjson refuses NaN/Infinity literals and numbers beyond double.
-        if request.format == CSV and array.dtype.kind == "f" and not np.isfinite(array).all():
+        # Only CSV and Parquet can carry NaN or inf: orjson refuses NaN/Infinity literals and numbers
+        # beyond double.
+        if request.format in (CSV, PARQUET) and array.dtype.kind == "f" and not np.isfinite(array).all():
             row, column = np.argwhere(~np.isfinite(array))[0][:2]
             raise invalid_input(f"non-finite value at row {row}, {self._column_name(column)}")
+        self._check_range(array)
         return np.asarray(array, dtype=self.dtype, order=self.order)
 
-    # Column-based signatures.
+    # Column-based signatures: one reader per format.
 
-    def _columns_array(self, request: ParsedRequest) -> np.ndarray:
+    def _columns_from_csv(self, request: ParsedRequest) -> np.ndarray:
+        columns, rows = request.data
+        self._check_order(columns)
+        return self._reorder(columns, self._csv_rows(rows, len(columns)))
+
+    def _columns_from_parquet(self, request: ParsedRequest) -> np.ndarray:
+        columns, frame = request.data
+        self._check_order(columns)
+        return self._reorder(columns, _frame_array(frame, self._column_name))
+
+    def _columns_from_split(self, request: ParsedRequest) -> np.ndarray:
         data = request.data
-        if request.format in (DF_SPLIT, CSV):
-            if request.format == CSV:
-                columns, rows = data
-                self._check_order(columns)
-                return self._reorder(columns, self._csv_rows(rows, len(columns)))
-            if data.get("columns") is None:
-                raise invalid_input(
-                    f"'{DF_SPLIT}' has no 'columns': the model expects {self.spec.describe()}"
-                )
-            columns = data["columns"]
-            self._check_order(columns)
-            return self._reorder(columns, self._rows(data["data"], len(columns), request.may_hold_bools))
-        if isinstance(data, dict):  # inputs / instances as {column: [values]}
-            self._check_names(list(data))
-            columns = [data[name] for name in self.spec.names]
-            for name, values in zip(self.spec.names, columns, strict=True):
-                if not isinstance(values, list):
-                    raise invalid_input(f"column {quote(name)} must be a list of values, got {quote(values)}")
-            lengths = {len(values) for values in columns}
-            if len(lengths) > 1:
-                raise invalid_input(f"columns have different lengths: {sorted(lengths)}")
-            return self._rows(columns, None, request.may_hold_bools, transposed=True)
-        # dataframe_records, or inputs / instances as a list of records
+        if data.get("columns") is None:
+            raise invalid_input(f"'{DF_SPLIT}' has no 'columns': the model expects {self.spec.describe()}")
+        columns = data["columns"]
+        self._check_order(columns)
+        return self._reorder(columns, self._rows(data["data"], len(columns), request.may_hold_bools))
+
+    def _columns_from_dict(self, request: ParsedRequest) -> np.ndarray:
+        """`inputs` / `instances` as {column: [values]}."""
+        data = request.data
+        self._check_names(list(data))
+        columns = [data[name] for name in self.spec.names]
+        for name, values in zip(self.spec.names, columns, strict=True):
+            if not isinstance(values, list):
+                raise invalid_input(f"column {quote(name)} must be a list of values, got {quote(values)}")
+        lengths = {len(values) for values in columns}
+        if len(lengths) > 1:
+            raise invalid_input(f"columns have different lengths: {sorted(lengths)}")
+        return self._rows(columns, None, request.may_hold_bools, transposed=True)
+
+    def _columns_from_records(self, request: ParsedRequest) -> np.ndarray:
+        """`dataframe_records`, or `inputs` / `instances` as a list of {column: value} records."""
+        data = request.data
         if data and not isinstance(data[0], dict):
             what = (
                 "a list of objects" if request.format == DF_RECORDS else "a list of {column: value} objects"
@@ -207,46 +225,72 @@ class Validator:
                     f"{column[bad[0]]!r} is not an integer"
                 )
 
+    def _check_range(self, array: np.ndarray) -> None:
+        """Values the signature's dtype cannot hold are refused, not cast to inf or wrapped around."""
+        if self._bounds is None or array.dtype.kind not in "iuf":
+            return
+        low, high = self._bounds
+        flat = array.reshape(len(array), -1) if array.ndim != 2 else array
+        outside = (flat < low) | (flat > high)
+        if not outside.any():
+            return
+        row, column = np.argwhere(outside)[0]
+        dtype = self.spec.dtypes[column] if self.spec.kind == "columns" else self.dtype
+        raise invalid_input(
+            f"value out of range at row {row}, {self._column_name(column)}: {flat[row, column]!r} does not "
+            f"fit the signature's {dtype.name}"
+        )
+
     def _column_name(self, column: int) -> str:
         if self.spec.kind == "columns":
             return f"column {quote(self.spec.names[column])}"
         return f"position {column}"
 
-    # Tensor signatures.
+    # Tensor signatures: one reader per format.
 
-    def _tensor_array(self, request: ParsedRequest) -> np.ndarray:
-        data, width, shape = request.data, self.spec.width, self.spec.shape
-        if request.format == CSV:
-            if width is None:
-                raise invalid_input(f"CSV cannot carry {self.spec.describe()}; send JSON 'inputs'")
-            columns, rows = data
-            array = self._csv_rows(rows, len(columns))
-        elif request.format == DF_SPLIT:
-            array = self._rows(data["data"], len(data.get("columns") or ()) or None, request.may_hold_bools)
-        elif request.format == DF_RECORDS or (isinstance(data, list) and data and isinstance(data[0], dict)):
-            # MLflow builds a DataFrame from records, whose column order is the first record's key order.
-            if not all(isinstance(record, dict) for record in data):
-                raise invalid_input(f"every item of '{request.format}' must be an object")
-            keys = list(data[0]) if data else []
-            for i, record in enumerate(data):
-                if list(record) != keys:
-                    raise invalid_input(f"record {i} has keys different from record 0")
-            array = self._rows([list(record.values()) for record in data], len(keys), request.may_hold_bools)
-        elif isinstance(data, dict):
-            raise invalid_input(
-                f"this model expects {self.spec.describe()}: send '{request.format}' as a nested list, "
-                "not an object of named inputs"
-            )
-        else:
-            array = self._nested(data, request.may_hold_bools)
+    def _tensor_from_csv(self, request: ParsedRequest) -> np.ndarray:
+        if self.spec.width is None:
+            raise invalid_input(f"CSV cannot carry {self.spec.describe()}; send JSON 'inputs'")
+        columns, rows = request.data
+        return self._csv_rows(rows, len(columns))
+
+    def _tensor_from_parquet(self, request: ParsedRequest) -> np.ndarray:
+        if self.spec.width is None:
+            raise invalid_input(f"Parquet cannot carry {self.spec.describe()}; send JSON 'inputs'")
+        return _frame_array(request.data[1], self._column_name)
+
+    def _tensor_from_split(self, request: ParsedRequest) -> np.ndarray:
+        data = request.data
+        return self._rows(data["data"], len(data.get("columns") or ()) or None, request.may_hold_bools)
+
+    def _tensor_from_records(self, request: ParsedRequest) -> np.ndarray:
+        # MLflow builds a DataFrame from records, whose column order is the first record's key order.
+        data = request.data
+        if not all(isinstance(record, dict) for record in data):
+            raise invalid_input(f"every item of '{request.format}' must be an object")
+        keys = list(data[0]) if data else []
+        for i, record in enumerate(data):
+            if list(record) != keys:
+                raise invalid_input(f"record {i} has keys different from record 0")
+        return self._rows([list(record.values()) for record in data], len(keys), request.may_hold_bools)
+
+    def _tensor_from_dict(self, request: ParsedRequest) -> np.ndarray:
+        raise invalid_input(
+            f"this model expects {self.spec.describe()}: send '{request.format}' as a nested list, "
+            "not an object of named inputs"
+        )
+
+    def _tensor_from_nested(self, request: ParsedRequest) -> np.ndarray:
+        return self._nested(request.data, request.may_hold_bools)
+
+    def _check_shape(self, array: np.ndarray) -> None:
         if array.size == 0:
             raise invalid_input("empty input: the request holds no rows")
-        expected = shape
+        expected = self.spec.shape
         if array.ndim != len(expected) or any(
             e not in (-1, a) for e, a in zip(expected, array.shape, strict=False)
         ):
             raise invalid_input(f"wrong shape: got {array.shape}, the model expects {expected}")
-        return array
 
     def _nested(self, data: list, may_hold_bools: bool) -> np.ndarray:
         try:
@@ -346,3 +390,67 @@ def _flatten(data: Any) -> list:
     if isinstance(data, list):
         return [item for sub in data for item in _flatten(sub)]
     return [data]
+
+
+def _reader_key(request: ParsedRequest) -> str:
+    """Which reader a request needs: its format, with `inputs`/`instances` told apart by shape."""
+    if request.format in (CSV, PARQUET, DF_SPLIT, DF_RECORDS):
+        return request.format
+    if isinstance(request.data, dict):
+        return "dict"
+    return "records" if request.data and isinstance(request.data[0], dict) else "nested"
+
+
+_COLUMN_READERS: dict[str, Callable[[Validator, ParsedRequest], np.ndarray]] = {
+    CSV: Validator._columns_from_csv,
+    PARQUET: Validator._columns_from_parquet,
+    DF_SPLIT: Validator._columns_from_split,
+    DF_RECORDS: Validator._columns_from_records,
+    "records": Validator._columns_from_records,
+    "nested": Validator._columns_from_records,  # refused there, naming the format the model needs
+    "dict": Validator._columns_from_dict,
+}
+_TENSOR_READERS: dict[str, Callable[[Validator, ParsedRequest], np.ndarray]] = {
+    CSV: Validator._tensor_from_csv,
+    PARQUET: Validator._tensor_from_parquet,
+    DF_SPLIT: Validator._tensor_from_split,
+    DF_RECORDS: Validator._tensor_from_records,
+    "records": Validator._tensor_from_records,
+    "nested": Validator._tensor_from_nested,
+    "dict": Validator._tensor_from_dict,
+}
+
+
+def _bounds(spec: InputSpec, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-column (low, high) limits of what the signature's dtypes (and the array's) can hold; None
+    when every column is float64, whose range JSON numbers cannot exceed."""
+    dtypes = spec.dtypes if spec.kind == "columns" else (spec.dtypes[0],)
+    limits = [_limits(np.dtype(d), dtype) for d in dtypes]
+    if all(limit == (-np.inf, np.inf) for limit in limits):
+        return None
+    low = np.array([limit[0] for limit in limits])
+    high = np.array([limit[1] for limit in limits])
+    return (low, high) if spec.kind == "columns" else (low[0], high[0])
+
+
+def _limits(column: np.dtype, target: np.dtype) -> tuple[float, float]:
+    low, high = -np.inf, np.inf
+    for dtype in (column, target):
+        info = np.iinfo(dtype) if dtype.kind in "iu" else np.finfo(dtype) if dtype.kind == "f" else None
+        if info is not None and not (dtype.kind == "f" and dtype.itemsize >= 8):
+            low, high = max(low, float(info.min)), min(high, float(info.max))
+    return low, high
+
+
+def _frame_array(frame: Any, column_name: Callable[[int], str]) -> np.ndarray:
+    """The numeric values of a Parquet table; booleans, strings and missing values are refused."""
+    for i, dtype in enumerate(frame.dtypes):
+        if getattr(dtype, "kind", "O") not in "iuf":
+            raise invalid_input(f"wrong type in {column_name(i)}: {dtype} values, expected numbers")
+    array = frame.to_numpy()
+    if array.dtype.kind == "f" and np.isnan(array).any():
+        row, column = np.argwhere(np.isnan(array))[0]
+        raise invalid_input(
+            f"missing value at row {row}, {column_name(column)}: missing values are not accepted"
+        )
+    return array

@@ -43,12 +43,20 @@ def digits_frame():
 
 
 def log_sklearn(
-    tracking_uri: str, name: str, c: float = 1.0, label_shift: int = 0, signed: bool = True, **flavor_kwargs
+    tracking_uri: str,
+    name: str,
+    c: float = 1.0,
+    label_shift: int = 0,
+    signed: bool = True,
+    dtype: str = "float64",
+    columns: int | None = None,
+    **flavor_kwargs,
 ) -> str:
     """Log + register a StandardScaler/LogisticRegression Pipeline on digits; returns the version.
 
     `label_shift` trains on (label + shift) % 10, so two versions are told apart by their answers;
-    `signed=False` logs it with neither signature nor input example.
+    `signed=False` logs it with neither signature nor input example; `dtype` is the signature's column
+    type; `columns` keeps only the first columns (a model that then refuses every full-width request).
     """
     from mlflow.models import infer_signature
     from sklearn.linear_model import LogisticRegression
@@ -56,6 +64,7 @@ def log_sklearn(
     from sklearn.preprocessing import StandardScaler
 
     x, y = digits_frame()
+    x = x.astype(dtype).iloc[:, :columns]
     y = (y + label_shift) % 10
     pipeline = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=300)).fit(x, y)
     if not signed:
@@ -141,7 +150,9 @@ def set_champion(tracking_uri: str, name: str, version: str) -> None:
 class ServerProcess:
     """A real `mlops serve` process on a free loopback port."""
 
-    def __init__(self, model_uri: str, tracking_uri: str, log_path: Path, *options: str):
+    def __init__(
+        self, model_uri: str, tracking_uri: str, log_path: Path, *options: str, env: dict | None = None
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -159,7 +170,12 @@ class ServerProcess:
             *options,
         ]
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            command,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**__import__("os").environ, **(env or {})},
+        )
         self.session = requests.Session()
 
     def wait_ready(self) -> ServerProcess:

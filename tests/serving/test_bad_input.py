@@ -33,7 +33,7 @@ def _cases() -> list[tuple[str, object, str, int, str]]:
         ("no format key", json.dumps({"params": {}}), json_type, 400, "found none"),
         ("empty body", "", json_type, 400, "empty request body"),
         ("invalid UTF-8", b'{"inputs": "\xff\xfe"}', json_type, 400, "malformed JSON"),
-        ("NaN literal", '{"inputs": [NaN]}', json_type, 400, "malformed JSON"),
+        ("NaN literal", '{"inputs": [NaN]}', json_type, 422, "missing values are not accepted"),
         ("number overflowing double", '{"inputs": [1e999]}', json_type, 400, "infinity"),
         ("wrong content type", json.dumps(_split([row])), "text/plain", 415, "text/plain"),
         ("missing content type", json.dumps(_split([row])), "", 415, "Content-Type"),

@@ -54,15 +54,15 @@ def test_moving_champion_swaps_the_model_without_a_failed_request(sqlite_trackin
         for thread in threads:
             thread.start()
         time.sleep(1.0)
-        assert server.get("/version").json()["model_version"] == v1
+        assert server.get("/health").json()["model_version"] == v1
         set_champion(sqlite_tracking_uri, name, v2)
         deadline = time.monotonic() + SWAP_TIMEOUT_S
-        while server.get("/version").json()["model_version"] != v2:
+        while server.get("/health").json()["model_version"] != v2:
             assert time.monotonic() < deadline, f"alias move not followed:\n{server.log_text()}"
             time.sleep(0.2)
         time.sleep(0.5)
         stop.set()
-        version = server.get("/version").json()
+        version = server.get("/health").json()
         for thread in threads:
             thread.join()
     finally:

@@ -1,0 +1,94 @@
+"""One scoring request, start to finish: body -> parsed -> validated array -> model calls -> JSON.
+
+Kept apart from the routes (app.py) as MLflow's scoring server keeps parsing and prediction apart from
+its route wiring. A large body is parsed, validated and its answer encoded in a worker thread, and its
+rows go to the model in calls of at most `max_batch_size` rows, so one big request cannot hold the
+event loop (and every other client, /ping included) for the time it takes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import orjson
+
+from mlops_platform.serving.errors import RequestError
+from mlops_platform.serving.parsing import ParsedRequest, media_type, parse_request
+from mlops_platform.serving.predictors import ServedModel, run_fallback
+
+logger = logging.getLogger("mlops_platform.serving")
+
+# Bodies above this are handled in a worker thread: below it the thread hop costs more than the work.
+OFFLOAD_BYTES = 64 * 1024
+T = TypeVar("T")
+
+
+@dataclass
+class Answer:
+    """A scored request.
+
+    Attributes:
+        body: the response body; `status` its HTTP status (MLflow's own non-200 answers pass through).
+        inputs / output: the validated array the model saw and its raw output (fast path only).
+        predictions: the predictions' JSON as sent, for the prediction log.
+        params: the request's inference params, if any.
+    """
+
+    body: bytes
+    status: int = 200
+    inputs: np.ndarray | None = None
+    output: np.ndarray | None = None
+    predictions: bytes | None = None
+    params: dict[str, Any] | None = None
+
+
+async def score(model: ServedModel, body: bytes, content_type: str | None) -> Answer:
+    """Answer one request with `model`; raises RequestError for what the client must fix."""
+    if not model.fast:
+        media_type(content_type)  # 415 for what MLflow would refuse too, before a thread hop
+        status, content = await run_fallback(model, body, content_type)
+        return Answer(content, status)
+    offload = len(body) > OFFLOAD_BYTES
+    parsed, array = await _maybe_in_thread(offload, validated_input, model, body, content_type)
+    if parsed.params and model.takes_params:
+        # Params the signature declares: only MLflow's code knows what they mean. The input was
+        # validated above all the same, and the answer is logged like any other.
+        status, content = await run_fallback(model, body, content_type)
+        predictions = orjson.dumps(orjson.loads(content)["predictions"]) if status == 200 else None
+        return Answer(content, status, array, None, predictions, parsed.params)
+    # Params the signature does not declare are ignored, as MLflow's pyfunc ignores them.
+    output = await predict(model, array)
+    predictions = await _maybe_in_thread(offload, model.output_json, output)
+    return Answer(b'{"predictions": ' + predictions + b"}", 200, array, output, predictions, parsed.params)
+
+
+def validated_input(model: ServedModel, body: bytes, content_type: str | None) -> tuple[ParsedRequest, Any]:
+    parsed = parse_request(body, content_type)
+    return parsed, model.validator.to_array(parsed)
+
+
+async def predict(model: ServedModel, array: np.ndarray) -> np.ndarray:
+    """The model's output; a model that fails on this input is the client's 400, logged without data."""
+    try:
+        return await model.predict_async(array)
+    except Exception as error:
+        logger.warning(
+            "model %s failed on a %s-row request: %s",
+            model.identity.resolved_uri,
+            len(array),
+            type(error).__name__,
+        )
+        raise RequestError(
+            f"the model could not evaluate this input: {type(error).__name__}: {str(error)[:200]}", 400
+        ) from None
+
+
+async def _maybe_in_thread(offload: bool, fn: Callable[..., T], *args: Any) -> T:
+    if offload:
+        return await asyncio.to_thread(fn, *args)
+    return fn(*args)

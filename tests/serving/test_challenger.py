@@ -1,0 +1,218 @@
+"""Shadow and canary serving end to end: two registered versions behind one real `mlops serve`, the
+answers, headers, prediction log, /health, alias moves of the challenger, the canary guard, and
+`mlops serve report` logging to MLflow."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+import requests
+from click.testing import CliRunner
+from serving_helpers import ServerProcess, digits_frame, log_sklearn, set_champion
+
+from mlops_platform.cli import cli
+
+WAIT_S = 90
+pytestmark = pytest.mark.slow
+
+
+def _set_alias(uri: str, name: str, alias: str, version: str) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient(uri, registry_uri=uri).set_registered_model_alias(name, alias, version)
+
+
+def _wait(predicate, server: ServerProcess, what: str):
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what}:\n{server.log_text()[-3000:]}"
+        time.sleep(0.2)
+
+
+def _log_lines(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture(scope="module")
+def versions(sqlite_server):
+    """v1 learned the digits, v2 learned label+1 (disagrees everywhere), v3 is v1 with another C (agrees
+    almost everywhere), v4 lacks a column (fails on every full request)."""
+    uri = sqlite_server.url
+    name = f"serve-ab-{uuid.uuid4().hex[:6]}"
+    v1 = log_sklearn(uri, name)
+    v2 = log_sklearn(uri, name, label_shift=1)
+    v3 = log_sklearn(uri, name, c=0.5)
+    v4 = log_sklearn(uri, name, columns=63)
+    set_champion(uri, name, v1)
+    return {"uri": uri, "name": name, "v1": v1, "v2": v2, "v3": v3, "v4": v4}
+
+
+def test_shadow_scores_every_request_off_the_response_path_and_reports(versions, tmp_path, monkeypatch):
+    uri, name = versions["uri"], versions["name"]
+    _set_alias(uri, name, "challenger", versions["v2"])
+    log_path = tmp_path / "predictions.jsonl"
+    server = ServerProcess(
+        f"models:/{name}@champion",
+        uri,
+        tmp_path / "serve.log",
+        "--challenger",
+        f"models:/{name}@challenger",
+        "--mode",
+        "shadow",
+        "--reload-interval",
+        "0.3",
+        "--log-predictions",
+        str(log_path),
+    ).wait_ready()
+    try:
+        x, y = digits_frame()
+        session = requests.Session()
+        answers = []
+        for i in range(30):
+            rows = x.iloc[i * 3 : i * 3 + 3]
+            response = session.post(
+                f"{server.url}/invocations",
+                json={"dataframe_split": rows.to_dict(orient="split")},
+                timeout=30,
+            )
+            assert response.status_code == 200
+            assert response.headers["X-Model-Version"] == versions["v1"]
+            assert response.headers["X-Model-Role"] == "champion"
+            answers.append((response.headers["X-Request-Id"], rows, response.json()["predictions"]))
+        # The champion answered: v1's labels, never the challenger's shifted ones.
+        correct = sum(p == t for _, rows, ps in answers for p, t in zip(ps, y.loc[rows.index], strict=True))
+        assert correct >= 80
+        health = _wait(
+            lambda: (h := server.get("/health").json())["shadow"]["scored"] + h["shadow"]["shed"] >= 30 and h,
+            server,
+            "shadow work never finished",
+        )
+        assert health["mode"] == "shadow" and health["challenger"]["model_version"] == versions["v2"]
+        assert health["versions"]["champion"]["requests"] == 30
+        assert health["versions"]["champion"]["p99_ms"] is not None
+        assert health["versions"]["challenger"]["requests"] == health["shadow"]["scored"] > 0
+        assert health["agreement"]["rate"] <= 0.2  # v2 answers label + 1
+
+        _wait(lambda: len(_log_lines(log_path)) >= 30, server, "prediction log not flushed")
+        lines = {line["request_id"]: line for line in _log_lines(log_path)}
+        for request_id, _, predictions in answers:
+            line = lines[request_id]
+            assert line["model_version"] == versions["v1"] and line["role"] == "champion"
+            assert line["predictions"] == predictions and line["shadow"]["model_version"] == versions["v2"]
+            if not line["shadow"].get("shed"):
+                assert line["shadow"]["predictions"] == [(p + 1) % 10 for p in predictions]
+
+        # The challenger alias moves: the server follows it, and agreement climbs with a close model.
+        _set_alias(uri, name, "challenger", versions["v3"])
+        _wait(
+            lambda: server.get("/health").json()["challenger"]["model_version"] == versions["v3"],
+            server,
+            "challenger alias move not followed",
+        )
+        for i in range(20):
+            rows = x.iloc[200 + i * 5 : 205 + i * 5]
+            session.post(f"{server.url}/invocations", json={"dataframe_split": rows.to_dict(orient="split")})
+        _wait(lambda: server.get("/health").json()["shadow"]["waiting"] == 0, server, "shadow queue")
+    finally:
+        server.stop()
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    result = CliRunner().invoke(
+        cli, ["serve", "report", "--log", str(log_path), "--experiment", f"ab-{name}"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{") :])
+    assert summary["mode"] == "shadow" and summary["requests"] == 50
+    assert summary["versions"]["champion"]["model_version"] == versions["v1"]
+    assert summary["versions"]["challenger"]["model_version"] == f"{versions['v2']},{versions['v3']}"
+    assert summary["versions"]["champion"]["p50_ms"] <= summary["versions"]["champion"]["p99_ms"]
+    assert 0.2 < summary["agreement"]["rate"] < 0.8  # half the period disagreed, half agreed
+    matrix = summary["confusion"]["matrix"]
+    assert sum(map(sum, matrix)) == summary["agreement"]["rows"]
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri, registry_uri=uri)
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.data.tags["mlops.serve_report.champion_version"] == versions["v1"]
+    assert run.data.metrics["agreement_rate"] == pytest.approx(summary["agreement"]["rate"])
+
+
+def test_canary_routes_sticky_users_names_the_version_and_the_guard_stops_a_failing_challenger(
+    versions, tmp_path, monkeypatch
+):
+    uri, name = versions["uri"], versions["name"]
+    _set_alias(uri, name, "canary", versions["v2"])
+    log_path = tmp_path / "predictions.jsonl"
+    server = ServerProcess(
+        f"models:/{name}@champion",
+        uri,
+        tmp_path / "serve.log",
+        "--challenger",
+        f"models:/{name}@canary",
+        "--mode",
+        "canary",
+        "--canary-percent",
+        "50",
+        "--sticky-header",
+        "X-User",
+        "--reload-interval",
+        "0.3",
+        "--log-predictions",
+        str(log_path),
+    ).wait_ready()
+    try:
+        x, _ = digits_frame()
+        body = {"dataframe_split": x.iloc[:4].to_dict(orient="split")}
+        session = requests.Session()
+        seen: dict[str, set] = {}
+        for _ in range(2):
+            for user in range(30):
+                response = session.post(
+                    f"{server.url}/invocations", json=body, headers={"X-User": f"user-{user}"}, timeout=30
+                )
+                assert response.status_code == 200
+                seen.setdefault(f"user-{user}", set()).add(
+                    (response.headers["X-Model-Version"], response.headers["X-Model-Role"])
+                )
+        assert all(len(versions_seen) == 1 for versions_seen in seen.values())  # one user, one model
+        answered_by = {next(iter(v)) for v in seen.values()}
+        assert answered_by == {(versions["v1"], "champion"), (versions["v2"], "challenger")}
+        health = server.get("/health").json()
+        assert health["versions"]["challenger"]["requests"] + health["versions"]["champion"]["requests"] == 60
+        assert health["guard"]["tripped"] is False
+
+        # A challenger that fails on every request: the champion answers, and the guard trips.
+        _set_alias(uri, name, "canary", versions["v4"])
+        _wait(
+            lambda: server.get("/health").json()["challenger"]["model_version"] == versions["v4"],
+            server,
+            "canary alias move not followed",
+        )
+        for user in range(30):
+            response = session.post(
+                f"{server.url}/invocations", json=body, headers={"X-User": f"user-{user}"}
+            )
+            assert response.status_code == 200 and response.headers["X-Model-Role"] == "champion"
+        health = server.get("/health").json()
+        assert health["guard"]["tripped"] is True and "canary routing stopped" in health["guard"]["reason"]
+        assert health["versions"]["challenger"]["errors"] == 3  # more than 1% of 200: the third trips it
+        assert "canary guard tripped" in server.log_text()
+        _wait(lambda: len(_log_lines(log_path)) >= 90, server, "prediction log not flushed")
+    finally:
+        server.stop()
+    lines = _log_lines(log_path)
+    roles = {line["role"] for line in lines}
+    assert roles == {"champion", "challenger"} and all(line["mode"] == "canary" for line in lines)
+    assert sum("canary_error" in line for line in lines) == 3
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    result = CliRunner().invoke(cli, ["serve", "report", "--log", str(log_path), "--no-mlflow"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{") :])
+    assert summary["mode"] == "canary" and summary["versions"]["challenger"]["errors"] == 3
