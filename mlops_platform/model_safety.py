@@ -30,11 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from mlops_platform.errors import UserError
+from mlops_platform.preprocessing import TRUSTED_TYPES as PREPROCESSING_TYPES
 
 logger = logging.getLogger(__name__)
 
-# Types beyond skops' own safe defaults that the estimators of training/sklearn_models.py hold once
-# fitted (tests/test_model_safety.py fits every one of them and checks this list covers them).
+# Types beyond skops' own safe defaults that the models of training/sklearn_models.py hold once fitted,
+# with the preprocessing of preprocessing.py in front (tests/test_model_safety.py fits them all and
+# checks this list covers them).
 TRUSTED_SKOPS_TYPES = frozenset(
     {
         "sklearn.calibration._CalibratedClassifier",
@@ -42,6 +44,7 @@ TRUSTED_SKOPS_TYPES = frozenset(
         "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
         "sklearn.tree._tree.Tree",
         "sklearn.utils._bunch.Bunch",
+        *PREPROCESSING_TYPES,
     }
 )
 # MLmodel metadata key of a models-from-code model made by this package: the dotted name of the module

@@ -30,6 +30,25 @@ def test_every_sklearn_model_we_train_needs_only_our_trusted_types():
             assert needed <= model_safety.TRUSTED_SKOPS_TYPES, (task, model, needed)
 
 
+def test_a_table_model_with_its_preprocessing_needs_only_our_trusted_types():
+    import skops.io
+    from cellar import TARGET, wine_cellar
+
+    from mlops_platform.columns import infer_roles
+    from mlops_platform.preprocessing import build_preprocessor, with_preprocessing
+    from mlops_platform.training.sklearn_models import build_pipeline
+
+    frame = wine_cellar()
+    labels = frame.pop(TARGET)
+    roles = infer_roles(frame, (), ("bottle_id",))
+    for encoding in ("onehot", "ordinal"):
+        preprocessor = build_preprocessor(roles, scale=False, encoding=encoding, missing_indicator=True)
+        pipeline = with_preprocessing(build_pipeline("hist_gb", "classification", {}, 0), preprocessor)
+        pipeline.fit(frame, labels)
+        needed = set(skops.io.get_untrusted_types(data=skops.io.dumps(pipeline)))
+        assert needed <= model_safety.TRUSTED_SKOPS_TYPES, (encoding, needed)
+
+
 def _code_model(tmp_path: Path, source: Path, marker: str | None) -> Path:
     """A models-from-code MLmodel folder (as MLflow 3 writes one) whose code file is a copy of `source`."""
     import yaml
