@@ -61,8 +61,10 @@ def run(config: SweepConfig, tracker: Any = None) -> SweepResult:
         tags={ROLE_TAG: "sweep"},
         entry_point=ENTRY_POINT,
     ) as parent:
+        from mlflow import MlflowClient
+
         name = config.study or f"sweep-{parent.run_id}"
-        experiment_name = parent.client.get_experiment(parent.experiment_id).name
+        experiment_name = MlflowClient(tracker.tracking_uri).get_experiment(parent.experiment_id).name
         spec = SweepSpec.from_config(config, parent.run_id, experiment_name, tracker.tracking_uri)
         # `mlflow run` has logged the given values ("" for defaults) under the config's names already, so
         # the resolved study and storage get names of their own. A password never reaches a param.
@@ -79,14 +81,14 @@ def run(config: SweepConfig, tracker: Any = None) -> SweepResult:
         )
         work(study, spec, url, tracker, timeout=config.timeout)
         summary = summarize(study, spec)
-        log_summary(parent, study, spec, summary)
+        log_summary(parent, study, spec, summary, tracker.tracking_uri)
         link = parent_run_link(tracker.tracking_uri, parent.experiment_id, parent.run_id)
         print(summary.text(config.metric, link))
-        promotion = promote(config, parent, summary) if config.promote_to else None
+        promotion = promote(config, parent, summary, tracker.tracking_uri) if config.promote_to else None
         return SweepResult(parent.run_id, parent.experiment_id, summary, promotion)
 
 
-def promote(config: SweepConfig, parent: Any, summary: SweepSummary) -> Any:
+def promote(config: SweepConfig, parent: Any, summary: SweepSummary, tracking_uri: str) -> Any:
     """The sweep's best child through promote_best's gates (champion, min_delta 0, baseline)."""
     from mlops_platform.registry.promote import promote_best
     from mlops_platform.registry.search import children_clause
@@ -100,7 +102,7 @@ def promote(config: SweepConfig, parent: Any, summary: SweepSummary) -> Any:
         model_name=config.promote_to,
         mode=config.direction,
         filter_string=children_clause(parent.run_id),
-        tracking_uri=parent.tracking_uri,
+        tracking_uri=tracking_uri,
     )
     parent.set_tags(
         {

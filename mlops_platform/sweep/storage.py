@@ -47,6 +47,18 @@ def redact(url: str) -> str:
         return "<unparseable storage URL>"
 
 
+def without_password(text: str, url: str) -> str:
+    """`text` (an error message may quote the URL) with the URL's password replaced by ***."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        password = make_url(url).password
+    except ArgumentError:
+        return text
+    return text.replace(str(password), "***") if password else text
+
+
 def open_storage(
     url: str,
     heartbeat_interval: int | None = None,
@@ -58,20 +70,28 @@ def open_storage(
     With `heartbeat_interval`, running trials beat and a trial silent for `grace_period` seconds is
     failed by whichever worker looks next; `on_stale(study, trial)` then runs (see worker.py).
     """
+    import warnings
+
     import optuna
 
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    # The heartbeat arguments are flagged experimental; they are Optuna's documented way to fail and
+    # retry the trials of dead workers.
     try:
-        return optuna.storages.RDBStorage(
-            sqlalchemy_uri(url),
-            engine_kwargs={"pool_pre_ping": True} if is_postgres_uri(url) else None,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            heartbeat_stale_trial_callback=on_stale,
-        )
-    except Exception as error:  # sqlalchemy's connection errors carry the URL with its password
-        raise UserError(f"cannot open study storage {redact(url)}: {type(error).__name__}") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                sqlalchemy_uri(url),
+                engine_kwargs={"pool_pre_ping": True} if is_postgres_uri(url) else None,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=on_stale,
+            )
+    except Exception as error:  # the storage is unreachable or unusable: say why, without the password
+        raise UserError(
+            f"cannot open study storage {redact(url)}: {without_password(str(error), url)}"
+        ) from None
 
 
 @contextmanager

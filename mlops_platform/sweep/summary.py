@@ -70,7 +70,7 @@ def parent_run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
-def log_summary(run: Any, study: Any, spec: SweepSpec, summary: SweepSummary) -> None:
+def log_summary(run: Any, study: Any, spec: SweepSpec, summary: SweepSummary, tracking_uri: str) -> None:
     """Counts, best value and params, the best child's test metrics, and Optuna's figures."""
     from mlflow import MlflowClient
 
@@ -83,7 +83,7 @@ def log_summary(run: Any, study: Any, spec: SweepSpec, summary: SweepSummary) ->
     if summary.best_run_id:
         run.set_tags({BEST_RUN_TAG: summary.best_run_id})
         # Selection was on validation only; the test figure is what the best child itself reported.
-        child = MlflowClient(run.tracking_uri).get_run(summary.best_run_id)
+        child = MlflowClient(tracking_uri).get_run(summary.best_run_id)
         metrics.update(
             {f"best_{name}": value for name, value in child.data.metrics.items() if name.startswith("test_")}
         )

@@ -45,7 +45,9 @@ def stale_handler(tracking_uri: str | None) -> Any:
     """
     import optuna
 
-    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # stable since Optuna 2.8
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
 
     def on_stale(study: Any, trial: Any) -> None:
         retry(study, trial)

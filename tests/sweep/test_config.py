@@ -13,7 +13,8 @@ from mlops_platform.config.sweep import SweepConfig
 from mlops_platform.config.sweep_space import DEFAULT_SPACES, check_space, parse_space
 from mlops_platform.config.train_sklearn import TrainSklearnConfig
 from mlops_platform.config.train_torch import TorchTrainConfig
-from mlops_platform.sweep.storage import redact
+from mlops_platform.errors import UserError
+from mlops_platform.sweep.storage import open_storage, redact
 
 
 def parse(**values):
@@ -132,6 +133,13 @@ def test_storage_password_is_redacted():
         == "postgresql://alice:***@db.example:5432/optuna"
     )
     assert "s3cret" not in redact("postgresql+psycopg://alice:s3cret@db/optuna")
+
+
+def test_an_unreachable_storage_is_a_user_error_without_the_password():
+    with pytest.raises(UserError) as caught:
+        open_storage("postgresql://alice:s3cret@127.0.0.1:1/optuna")
+    assert "cannot open study storage postgresql://alice:***@127.0.0.1:1/optuna" in str(caught.value)
+    assert "s3cret" not in str(caught.value)
 
 
 def test_a_bad_space_fails_on_the_command_line_before_any_study_or_run(tmp_path):
