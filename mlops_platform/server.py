@@ -27,6 +27,7 @@ import requests
 from mlops_platform.errors import UserError
 from mlops_platform.redaction import open_private_append, redact, write_private
 from mlops_platform.settings import SERVER_STATE_FILE, mlops_home
+from mlops_platform.store_indexes import ensure_indexes
 
 PID_FILE = "server.pid"
 # How long a worker trusts a verified basic-auth login (see write_auth_config).
@@ -265,6 +266,7 @@ class LocalTrackingServer:
             self.config.write_auth_config()
         check_database(self.config.resolved_backend_store_uri)
         upgrade_database(self.config.resolved_backend_store_uri)
+        ensure_indexes(self.config.resolved_backend_store_uri)  # ours, after MLflow's migrations
 
     def run_in_foreground(self) -> None:
         """Prepare, then become the server process (for containers: it stays PID 1's child)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from mlops_platform.cli.export import export_command
 from mlops_platform.cli.registry import search_command
 from mlops_platform.cli.tracking import reap
 
@@ -14,4 +15,5 @@ def runs() -> None:
 
 
 runs.add_command(search_command)
+runs.add_command(export_command)
 runs.add_command(reap)

@@ -5,7 +5,7 @@
 Importing this package does not import mlflow or pandas; the functions do, when called.
 """
 
-from mlops_platform.registry.best import BestRun, NoQualifyingRunError, find_best_run
+from mlops_platform.registry.best import BestRun, NoQualifyingRunError, find_best_run, top_runs
 from mlops_platform.registry.promote import (
     PromotionDecision,
     RegistryError,
@@ -28,4 +28,5 @@ __all__ = [
     "rollback",
     "runs_frame",
     "search_runs",
+    "top_runs",
 ]

@@ -221,3 +221,31 @@ def no_run_message(
     if not any_status:
         return f"no run in experiment {experiment!r} has metric {metric!r}"
     return f"no FINISHED run in {where} has metric {metric!r}"
+
+
+def top_runs(
+    experiment: str | Sequence[str],
+    metric: str,
+    limit: int = 50,
+    mode: Mode | None = None,
+    filter_string: str = "",
+    *,
+    tracking_uri: str | None = None,
+    client: MlflowClient | None = None,
+) -> list[RunRecord]:
+    """The `limit` best FINISHED runs by `metric` (ties: the earlier run first), model or not.
+
+    The query has find_best_run's shape (status and metric filter ANDed with `filter_string`), which
+    SQLite answers in ~0.3 s at 20,000 runs where the plain `order_by` with a param filter takes 15 s
+    (benchmarks/scale.py).
+    """
+    from mlops_platform.registry.search import search_runs
+
+    if limit < 1:
+        raise SearchError(f"invalid limit={limit}: must be at least 1")
+    resolved_mode = resolve_mode(metric, mode)
+    filter_, order_by = ranked_query(metric, resolved_mode, filter_string)
+    return search_runs(
+        experiment, filter_, order_by, limit, status=None, tracking_uri=tracking_uri, client=client,
+        page_size=limit,
+    )  # fmt: skip

@@ -58,3 +58,21 @@ def test_mode_is_required_for_unknown_metrics(population) -> None:
         find_best_run(population.experiment_name, "some_custom_score", tracking_uri=population.tracking_uri)
     with pytest.raises(SearchError, match="invalid mode 'up'"):
         find_best_run(population.experiment_name, "val_acc", "up", tracking_uri=population.tracking_uri)
+
+
+def test_top_runs_ranks_finished_runs_with_the_metric(population) -> None:
+    from mlops_platform.registry import top_runs
+
+    top = top_runs(population.experiment_name, "val_acc", 4, "max", tracking_uri=population.tracking_uri)
+    # The model-less runs (0.95) count here (a ranking, not a promotion); FAILED (0.99), NaN and
+    # metric-less runs never do.
+    assert [r.metric("val_acc") for r in top] == [0.95, 0.95, 0.95, 0.69]
+    assert {r.run_id for r in top[:3]} == set(population.no_model)
+    lr = top_runs(
+        population.experiment_id, "val_acc", 3, "max", "params.model = 'lr'",
+        tracking_uri=population.tracking_uri,
+    )  # fmt: skip
+    assert [r.metric("val_acc") for r in lr] == [0.69, 0.67, 0.65]
+    assert [r.run_id for r in lr] == population.ranked[0:6:2]
+    with pytest.raises(SearchError, match="invalid limit=0"):
+        top_runs(population.experiment_id, "val_acc", 0, "max", tracking_uri=population.tracking_uri)
