@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 WORKER_ATTR = "worker"  # host:pid of the process that ran the trial
 STALE_TAG = "mlops.sweep.stale"
 MAX_RETRY = 1
+# A waiting worker looks this often (or every heartbeat, if more often): it notices the end of the sweep
+# and stale trials without a long idle tail; each look is two small queries.
+MAX_POLL_S = 1.0
 
 
 @dataclass
@@ -158,7 +161,7 @@ def work(
     Args:
         timeout: stop starting trials after this many seconds (running ones are waited for).
         poll_interval: seconds between looks while other workers' trials run; default the heartbeat
-            interval, the pace at which a stale trial can be noticed.
+            interval, at most MAX_POLL_S.
     """
     if tracker is None:
         from mlops_platform.tracking import Tracker
@@ -166,7 +169,7 @@ def work(
         tracker = Tracker()
     import optuna
 
-    poll = poll_interval if poll_interval is not None else spec.heartbeat_interval
+    poll = poll_interval if poll_interval is not None else min(spec.heartbeat_interval, MAX_POLL_S)
     started = time.monotonic()
     result = WorkResult(states={})
     claim = Claim(storage_url, study.study_name)
