@@ -1,0 +1,174 @@
+"""The platform end to end on the team stack, as a team uses it: a trainer logs in and trains (PyTorch and
+scikit-learn), promotes, a crashed process's journal is synced and a dead run reaped; the champion is
+served by a read-only account; every artifact is in the S3 bucket, none on the server's disk, and no
+password is in a parameter, a tag or a journal."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+from team_stack import ADMIN_PASSWORD, DB_PASSWORD, TeamStack, keys_under, mlops
+
+from mlops_platform.server import free_port, wait_for_health
+
+SERVE_READY_TIMEOUT_S = 180
+
+
+class ModelServer:
+    """`mlops serve` in a subprocess, as the serve container runs it."""
+
+    def __init__(self, model_uri: str, env: dict[str, str], log: Path):
+        import subprocess
+        import sys
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        with open(log, "ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "mlops_platform", "serve", "--model-uri", model_uri,
+                 "--port", str(self.port), "--reload-interval", "0"],
+                stdout=out, stderr=subprocess.STDOUT, env=env,
+            )  # fmt: skip
+        if not wait_for_health(self.url, SERVE_READY_TIMEOUT_S, self.process, path="/ping"):
+            self.stop()
+            raise AssertionError(f"mlops serve did not start:\n{log.read_text()[-3000:]}")
+
+    def predict(self, table: dict) -> list:
+        response = requests.post(f"{self.url}/invocations", json={"dataframe_split": table}, timeout=60)
+        assert response.status_code == 200, response.text
+        return response.json()["predictions"]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def digits_rows(count: int = 5) -> dict:
+    """A few digits as MLflow's dataframe_split, with the column names the trainers log."""
+    from sklearn.datasets import load_digits
+
+    frame = load_digits(as_frame=True).data.head(count)
+    return {"columns": list(frame.columns), "data": frame.to_numpy().tolist()}
+
+
+def serve_account(stack: TeamStack, model_name: str, home: Path) -> tuple[str, str]:
+    """`mlops server add-user` as the admin: a read-only account with READ on the model."""
+    user, password = f"serve-{uuid.uuid4().hex[:6]}", f"pw-serve-{uuid.uuid4().hex}"
+    env = {
+        **stack.client_env("admin", home, password=ADMIN_PASSWORD),
+        "MLOPS_NEW_USER_PASSWORD": password,
+    }
+    made = mlops("server", "add-user", user, "--read-model", model_name, env=env)
+    assert made.returncode == 0, made.stderr
+    assert password not in made.stdout + made.stderr
+    stack.users[user] = password
+    return user, password
+
+
+@pytest.mark.slow
+def test_train_promote_serve_sync_reap_on_the_team_stack(team_stack: TeamStack, tmp_path: Path):
+    from mlflow import MlflowClient
+
+    tag = uuid.uuid4().hex[:6]
+    experiment, model_name = f"team-e2e-{tag}", f"team-digits-{tag}"
+    trainer = f"trainer-{tag}"
+    team_stack.add_user(trainer, f"pw-trainer-{tag}")
+    home = tmp_path / "trainer-home"
+    env = team_stack.client_env(trainer, home)
+
+    # Train: the trainer creates the experiment (and so MANAGEs it), both trainers log into it.
+    sklearn = mlops(
+        "train", "sklearn", "--experiment", experiment, "--model", "logreg", "--cv-folds", "2", env=env
+    )
+    assert sklearn.returncode == 0, sklearn.stdout[-2000:] + sklearn.stderr[-3000:]
+    torch = mlops(
+        "train", "torch", "--experiment", experiment, "--model", "mlp", "--hidden-sizes", "32",
+        "--epochs", "2", "--device", "cpu", "--cpu-threads", "1", env=env,
+    )  # fmt: skip
+    assert torch.returncode == 0, torch.stdout[-2000:] + torch.stderr[-3000:]
+    promoted = mlops(
+        "promote", "--experiment", experiment, "--metric", "test_f1_macro", "--model-name", model_name,
+        env=env,
+    )  # fmt: skip
+    assert promoted.returncode == 0, promoted.stdout[-2000:] + promoted.stderr[-3000:]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_USERNAME", trainer)
+        patch.setenv("MLFLOW_TRACKING_PASSWORD", team_stack.users[trainer])
+        client = MlflowClient(team_stack.url)
+        experiment_id = client.get_experiment_by_name(experiment).experiment_id
+        runs = client.search_runs([experiment_id])
+        champion = client.get_model_version_by_alias(model_name, "champion")
+    assert {
+        run.data.tags.get("mlops.entry_point", run.data.tags.get("mlflow.source.name", "")) for run in runs
+    }
+    trained = [run for run in runs if run.info.status == "FINISHED"]
+    assert len(trained) >= 2 and champion.run_id in {run.info.run_id for run in trained}
+
+    # Artifacts: in the bucket under the prefix, nothing on the server's disk.
+    keys = keys_under(team_stack.s3.client(), team_stack.bucket, team_stack.prefix)
+    for run in trained:
+        assert any(f"/{run.info.run_id}/" in key for key in keys), run.info.run_id
+    assert any(key.endswith("MLmodel") for key in keys)
+    assert not (team_stack.home / "artifacts").exists() or not any((team_stack.home / "artifacts").rglob("*"))
+
+    # No password in any parameter or tag.
+    secrets = (ADMIN_PASSWORD, DB_PASSWORD, team_stack.users[trainer])
+    for run in runs:
+        logged = json.dumps({**run.data.params, **run.data.tags})
+        assert not any(secret in logged for secret in secrets), run.info.run_id
+
+    # Serve the champion as a read-only account and predict.
+    user, password = serve_account(team_stack, model_name, tmp_path)
+    server = ModelServer(
+        f"models:/{model_name}@champion",
+        team_stack.client_env(user, tmp_path / "serve-home", password=password),
+        tmp_path / "serve.log",
+    )
+    try:
+        predictions = server.predict(digits_rows())
+        assert len(predictions) == 5
+    finally:
+        server.stop()
+    # That account may read, not write.
+    refused = mlops(
+        "train", "sklearn", "--experiment", experiment, "--model", "logreg",
+        env=team_stack.client_env(user, tmp_path / "serve-home", password=password),
+    )  # fmt: skip
+    assert refused.returncode == 1 and "HTTP 403" in refused.stderr, refused.stderr[-2000:]
+
+    # A journal a crashed process left behind is delivered by `mlops sync` with the trainer's login.
+    from mlops_platform.tracking.journal import Journal, JournalMeta
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_USERNAME", trainer)
+        patch.setenv("MLFLOW_TRACKING_PASSWORD", team_stack.users[trainer])
+        crashed = client.create_run(experiment_id).info.run_id
+        dead = client.create_run(experiment_id).info.run_id
+        client.set_tag(dead, "mlops.heartbeat", str(int(time.time()) - 3600))
+    journal = Journal.open_for_run(JournalMeta(crashed, experiment_id, team_stack.url), home)
+    for step in range(20):
+        journal.append_metrics({"loss": 1 / (step + 1)}, step, 1_700_000_000_000 + step)
+    journal.append_end("FAILED", 1_700_000_100_000)
+    journal.close()
+    for path in home.rglob("*"):
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            assert not any(secret in text for secret in secrets), f"{path} holds a password"
+    synced = mlops("sync", env=env)
+    assert synced.returncode == 0 and f"{crashed}: delivered" in synced.stdout, synced.stdout + synced.stderr
+    reaped = mlops("runs", "reap", "--stale-after", "10m", "--experiment", experiment, env=env)
+    assert reaped.returncode == 0 and dead in reaped.stdout, reaped.stdout + reaped.stderr
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_USERNAME", trainer)
+        patch.setenv("MLFLOW_TRACKING_PASSWORD", team_stack.users[trainer])
+        assert len(client.get_metric_history(crashed, "loss")) == 20
+        assert client.get_run(crashed).info.status == "FAILED"
+        assert client.get_run(dead).info.status == "KILLED"
