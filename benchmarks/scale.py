@@ -1,0 +1,277 @@
+"""Benchmark: one experiment of 100,000 runs (20 million metric rows), ours vs the plain-MLflow way.
+
+    nice -n 10 .venv/bin/python benchmarks/scale.py --runs 100000 [--backends sqlite,postgresql]
+
+Per backend: a fresh store migrated by `mlflow db upgrade`, a stock `mlflow server` over it
+(LocalTrackingServer), the runs seeded straight into MLflow's tables (benchmarks/scale_seed.py) plus
+five real runs with logged models through the server; then, first with MLflow's indexes only and
+then with ours added (store_indexes.ensure_indexes, what `mlops server start` does):
+
+- store size and the metrics table's index sizes;
+- the UI's runs page until the newest run's name shows, in headless chromium (Playwright);
+- top-50 by val_acc with a param filter: MLflow's plain query (60 s cap) vs `top_runs`;
+- promote_best into a fresh registered model;
+- export: `mlflow.search_runs(...)` to a DataFrame vs `export_runs` through the server, both on the
+  same first `--plain-export-runs` runs (the plain way at 100,000 runs takes longer than this whole
+  benchmark may), and `export_runs` of every run straight from the backend store (parquet, csv);
+- tracker delivery (benchmarks/tracking_overhead.bench_ours) into the big store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from scale_seed import SeedShape, seed
+
+from mlops_platform.server import LocalTrackingServer, ServerConfig, free_port
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "MLOPS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "600")
+CHROMIUM = "/usr/bin/chromium"
+PLAIN_CAP_S = 60
+
+
+def timed(function: Callable[[], object], repeat: int = 1) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def sizes(db_uri: str) -> tuple[int, dict[str, int]]:
+    """Store bytes, and bytes of each index on the metrics table."""
+    import sqlalchemy as sa
+
+    from mlops_platform.store_indexes import driver_uri
+
+    engine = sa.create_engine(driver_uri(db_uri))
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            total = Path(db_uri.removeprefix("sqlite:///")).stat().st_size
+            names = [
+                row[0]
+                for row in connection.exec_driver_sql(
+                    "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'metrics'"
+                )
+            ]
+            indexes = {
+                name: connection.exec_driver_sql(
+                    "SELECT SUM(pgsize) FROM dbstat WHERE name = ?", (name,)
+                ).scalar()
+                for name in names
+            }
+        else:
+            total = connection.exec_driver_sql("SELECT pg_database_size(current_database())").scalar()
+            indexes = dict(
+                connection.exec_driver_sql(
+                    "SELECT indexrelname, pg_relation_size(indexrelid) FROM pg_stat_user_indexes "
+                    "WHERE relname = 'metrics'"
+                ).all()
+            )
+    engine.dispose()
+    return total, indexes
+
+
+def drop_our_indexes(db_uri: str) -> None:
+    import sqlalchemy as sa
+
+    from mlops_platform.store_indexes import INDEXES, driver_uri
+
+    engine = sa.create_engine(driver_uri(db_uri), isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        for index in INDEXES:
+            connection.exec_driver_sql(f"DROP INDEX IF EXISTS {index.name}")
+    engine.dispose()
+
+
+def ui_first_rows(url: str, text: str) -> float:
+    """Seconds from opening the runs page until `text` (the newest run's name) is visible."""
+    from playwright.sync_api import sync_playwright
+
+    from mlops_platform.settings import experiment_ui_url
+
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+    experiment_id = url.rsplit("|", 1)[1]
+    base = url.rsplit("|", 1)[0]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=flags)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            # Load the app once so its static files are cached: what is timed is the runs page.
+            page.goto(base, wait_until="load", timeout=180_000)
+            started = time.perf_counter()
+            page.goto(experiment_ui_url(base, experiment_id), wait_until="domcontentloaded")
+            page.get_by_text(text, exact=True).first.wait_for(timeout=180_000)
+            return time.perf_counter() - started
+        finally:
+            browser.close()
+
+
+def plain_top50(url: str, experiment_id: str) -> float | None:
+    """MLflow's plain top-50 by metric with a param filter over REST; None when over PLAIN_CAP_S."""
+    import requests
+
+    body = {"experiment_ids": [experiment_id], "filter": "params.model = 'cnn'",
+            "order_by": ["metrics.val_acc DESC"], "max_results": 50}  # fmt: skip
+    started = time.perf_counter()
+    try:
+        response = requests.post(f"{url}/api/2.0/mlflow/runs/search", json=body, timeout=PLAIN_CAP_S)
+        response.raise_for_status()
+    except requests.Timeout:
+        return None
+    return time.perf_counter() - started
+
+
+def bench_backend(backend: str, runs: int, plain_runs: int, ui: bool) -> list[tuple[str, str, str, str]]:
+    import mlflow
+    import sqlalchemy as sa
+    from mlflow import MlflowClient
+    from search_promote import top_runs as real_runs
+    from tracking_overhead import bench_ours
+
+    from mlops_platform.registry import promote_best, top_runs
+    from mlops_platform.registry.export import export_runs
+    from mlops_platform.store_indexes import ensure_indexes
+
+    home = Path(tempfile.mkdtemp(prefix=f"scale-{backend}-"))
+    os.environ["MLOPS_HOME"] = str(home / "mlops-home")
+    database = None
+    if backend == "postgresql":
+        database = f"mlops_scale_{uuid.uuid4().hex[:10]}"
+        admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'CREATE DATABASE "{database}"'))
+        db_uri = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{database}"
+    else:
+        db_uri = f"sqlite:///{home / 'mlflow.db'}"
+    server = LocalTrackingServer(ServerConfig(home=home, backend_store_uri=db_uri, port=free_port()))
+    server.start()
+    rows: list[tuple[str, str, str, str]] = []
+
+    def row(what: str, ours: str, plain: str = "", note: str = "") -> None:
+        rows.append((backend, what, ours, plain + (f" ({note})" if note else "")))
+        print(f"[{backend}] {what}: {ours} | {plain} {note}", file=sys.stderr, flush=True)
+
+    try:
+        uri = server.url
+        client = MlflowClient(uri)
+        mlflow.set_tracking_uri(uri)
+        experiment_id = client.create_experiment(f"scale-{backend}")
+        shape = SeedShape(runs)
+        seconds = seed(db_uri, experiment_id, shape)
+        labels = real_runs(uri, experiment_id)
+        row("seed", f"{runs:,} runs, {shape.metric_rows:,} metric rows in {seconds:.0f} s")
+        total, indexes = sizes(db_uri)
+        row("store size", f"{total / 2**30:.2f} GiB")
+        row(
+            "metrics table indexes",
+            ", ".join(f"{n} {b / 2**20:,.0f} MiB" for n, b in sorted(indexes.items())),
+        )
+        newest = "third"  # the last real run: the newest, first on the runs page
+
+        # --- MLflow's indexes only: the plain ways --------------------------------------------------
+        drop_our_indexes(db_uri)
+        stock_ui = ui_first_rows(f"{uri}|{experiment_id}", newest) if ui else None
+        plain_top = plain_top50(uri, experiment_id)
+        if plain_top is None:  # the cut-off query still holds a worker and a core: restart the server
+            server.stop()
+            server.start()
+        ensure_indexes(db_uri)
+
+        # --- with our index ------------------------------------------------------------------------
+        ours_ui = ui_first_rows(f"{uri}|{experiment_id}", newest) if ui else None
+        if ui:
+            row(
+                "UI runs page, first rows (chromium)",
+                f"{ours_ui:.2f} s",
+                f"{stock_ui:.2f} s",
+                "MLflow's indexes",
+            )
+        top_s, top = timed(
+            lambda: top_runs(experiment_id, "val_acc", 50, "max", "params.model = 'cnn'", tracking_uri=uri), 3
+        )
+        plain_text = f"{plain_top:.2f} s" if plain_top else f"> {PLAIN_CAP_S} s (cut off)"
+        row("top-50 by val_acc, param filter", f"{top_s:.2f} s ({len(top)} runs)", plain_text, "plain query")
+        names = iter(f"scale-{backend}-{i}-{uuid.uuid4().hex[:6]}" for i in range(3))
+        promote_s, decision = timed(
+            lambda: promote_best(experiment_id, "val_acc", next(names), "max", tracking_uri=uri), 3
+        )
+        row("promote_best (registers, promotes)", f"{promote_s:.2f} s -> {labels.get(decision.run_id)}")
+
+        # The first `plain_runs` runs by start time: same subset for the plain way and ours via server.
+        start_ms = client.search_runs([experiment_id], order_by=["attributes.start_time ASC"], max_results=1)[
+            0
+        ].info.start_time
+        subset = f"attributes.start_time < {start_ms + plain_runs * 10}"
+        plain_s, frame = timed(lambda: mlflow.search_runs([experiment_id], subset))
+        out = home / "export"
+        server_s, _ = timed(
+            lambda: export_runs(experiment_id, out / "server.parquet", filter_string=subset, tracking_uri=uri)
+        )
+        row(f"export {len(frame):,} runs through the server", f"{server_s:.1f} s",
+            f"mlflow.search_runs {plain_s:.1f} s", f"{plain_s / server_s:.1f}x; "
+            f"{runs:,} runs at this rate: ours {server_s * runs / len(frame):.0f} s, plain "
+            f"{plain_s * runs / len(frame):.0f} s")  # fmt: skip
+        del frame
+        for fmt in ("parquet", "csv"):
+            store_s, result = timed(
+                lambda f=fmt: export_runs(
+                    experiment_id, out / f"all.{f}", tracking_uri=uri, backend_store_uri=db_uri
+                )
+            )
+            size = (out / f"all.{fmt}").stat().st_size
+            shape_text = f"{result.runs:,} runs x {len(result.columns)} columns, {size / 2**20:.0f} MiB"
+            row(f"export all runs from the store, {fmt}", f"{store_s:.1f} s, {shape_text}")
+        _accepted, delivered = bench_ours(uri, f"scale-tracker-{backend}", 100_000, width=5)
+        row("tracker, metrics delivered end to end", f"{delivered:,.0f} /s")
+    finally:
+        server.stop()
+        if database:
+            with admin.connect() as connection:
+                connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+            admin.dispose()
+        import shutil
+
+        shutil.rmtree(home, ignore_errors=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=100_000)
+    parser.add_argument("--plain-export-runs", type=int, default=10_000)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--no-ui", action="store_true", help="skip the chromium measurement")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    rows = []
+    for backend in args.backends.split(","):
+        rows += bench_backend(
+            backend.strip(), args.runs, min(args.plain_export_runs, args.runs), not args.no_ui
+        )
+    print(f"\n{args.runs:,} runs per experiment; {time.perf_counter() - started:.0f} s in all; "
+          f"load average {os.getloadavg()}\n")  # fmt: skip
+    print("| backend | what | ours | the plain-MLflow way |\n|---|---|---|---|")
+    for backend, what, ours, plain in rows:
+        print(f"| {backend} | {what} | {ours} | {plain} |")
+
+
+if __name__ == "__main__":
+    main()
