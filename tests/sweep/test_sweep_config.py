@@ -156,3 +156,31 @@ def test_a_bad_space_fails_on_the_command_line_before_any_study_or_run(tmp_path)
     assert result.returncode == 2, result.stderr
     assert "unknown parameter 'not_a_param'" in result.stderr
     assert not home.exists()
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "grid", "cmaes"])
+def test_every_sampler_draws_values_inside_the_space(tmp_path, sampler):
+    """Optuna's samplers on the spec a study stores, drawing from the space (no training)."""
+    import optuna
+
+    from mlops_platform.sweep.space import suggest
+    from mlops_platform.sweep.spec import SweepSpec
+    from mlops_platform.sweep.study import make_pruner, make_sampler
+
+    path = tmp_path / "space.yaml"
+    path.write_text("lr: {type: categorical, choices: [0.01, 0.1]}\nepochs: {type: int, low: 2, high: 4}\n")
+    config = parse(space=str(path), sampler=sampler, trainer_params={"dataset": "wine", "model": "mlp"})
+    spec = SweepSpec.from_config(config, "parent", "experiment", "http://127.0.0.1:9")
+    study = optuna.create_study(
+        direction="maximize", sampler=make_sampler(spec, seed=0), pruner=make_pruner(spec)
+    )
+    space = spec.distributions()
+    drawn = []
+
+    def objective(trial):
+        values = suggest(trial, space)
+        drawn.append(values)
+        return values["lr"] * values["epochs"]
+
+    study.optimize(objective, n_trials=4)
+    assert len(drawn) >= 1 and all(v["lr"] in (0.01, 0.1) and 2 <= v["epochs"] <= 4 for v in drawn)
