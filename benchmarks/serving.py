@@ -14,6 +14,14 @@ Every answer is checked (status 200, and the same predictions from both servers)
 The load generator is a separate process (asyncio, raw sockets, 127.0.0.1 only): it bounds itself by
 time and by `--max-requests`, and shares the machine's cores with the server under test, equally for
 both servers.
+
+Also measured, per model:
+- /ping while one ~10 MiB request is being answered (`--stall`): the longest /ping wait, per server.
+- shadow mode (`--shadow`, ours only): a second version registered as `@challenger` and served with
+  `--challenger ... --mode shadow`. At a fixed open-loop rate of half the champion-only maximum, the
+  champion's p99 with and without the shadow (latency from each request's scheduled send time, so a
+  stall is not hidden); at saturation (closed loop), its throughput with the shadow against without,
+  and how much shadow work was scored and shed.
 """
 
 from __future__ import annotations
@@ -47,7 +55,7 @@ def _digits():
     return digits.data, digits.target
 
 
-def _register(tracking_uri: str, name: str, flavor: str, model, **kwargs) -> None:
+def _register(tracking_uri: str, name: str, flavor: str, model, alias: str = "champion", **kwargs) -> None:
     from mlflow import MlflowClient
 
     from mlops_platform.tracking import Tracker
@@ -57,28 +65,29 @@ def _register(tracking_uri: str, name: str, flavor: str, model, **kwargs) -> Non
     )
     with tracker.run(experiment="serving-benchmark", use_env_run=False) as run:
         info = run.log_model(flavor, model, registered_model_name=name, **kwargs)
-    MlflowClient(tracking_uri).set_registered_model_alias(name, "champion", info.registered_model_version)
+    MlflowClient(tracking_uri).set_registered_model_alias(name, alias, info.registered_model_version)
 
 
-def register_sklearn(tracking_uri: str, name: str) -> None:
+def register_sklearn(tracking_uri: str, name: str, alias: str = "champion", c: float = 1.0) -> None:
     from mlflow.models import infer_signature
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     x, y = _digits()
-    pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300)).fit(x, y)
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=300)).fit(x, y)
     _register(
         tracking_uri,
         name,
         "sklearn",
         pipeline,
+        alias=alias,
         signature=infer_signature(x, pipeline.predict(x)),
         input_example=x.iloc[:3],
     )
 
 
-def register_torch(tracking_uri: str, name: str) -> None:
+def register_torch(tracking_uri: str, name: str, alias: str = "champion", seed: int = 0) -> None:
     import numpy as np
     import torch
 
@@ -94,7 +103,7 @@ def register_torch(tracking_uri: str, name: str) -> None:
         def forward(self, inputs):
             return (inputs - self.mean) / self.std
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     head = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
     scale = Standardize(features.mean(0), features.std(0) + 1e-3)
     optimizer = torch.optim.Adam(head.parameters(), lr=0.01)
@@ -103,13 +112,15 @@ def register_torch(tracking_uri: str, name: str) -> None:
         torch.nn.functional.cross_entropy(head(scale(features)), labels).backward()
         optimizer.step()
     module = torch.nn.Sequential(scale, head, torch.nn.Softmax(dim=1)).eval()
-    _register(tracking_uri, name, "pytorch", module, input_example=x.to_numpy(np.float32)[:3])
+    _register(tracking_uri, name, "pytorch", module, alias=alias, input_example=x.to_numpy(np.float32)[:3])
 
 
 # Servers.
 
 
-def start_server(kind: str, model_uri: str, tracking_uri: str, port: int, log_path: Path) -> subprocess.Popen:
+def start_server(
+    kind: str, model_uri: str, tracking_uri: str, port: int, log_path: Path, *options: str
+) -> subprocess.Popen:
     # `mlflow models serve` execs `uvicorn` by name: the venv's bin must be on PATH.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": path}
@@ -123,6 +134,7 @@ def start_server(kind: str, model_uri: str, tracking_uri: str, port: int, log_pa
             model_uri,
             "--port",
             str(port),
+            *options,
         ]
     else:
         mlflow = str(Path(sys.executable).with_name("mlflow"))
@@ -236,7 +248,58 @@ async def _drive(
     }
 
 
-def run_load(port: int, body: bytes, args: argparse.Namespace) -> dict:
+async def _drive_rate(
+    port: int, body: bytes, rate: float, duration: float, warmup: float, connections: int
+) -> dict:
+    """Open loop: request i is due at start + i / rate, whatever the answers before it; its latency is
+    counted from that due time, so a server that falls behind shows it (no coordinated omission)."""
+    request = (
+        f"POST /invocations HTTP/1.1\r\nHost: {LOOPBACK}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    start = time.monotonic() + 0.05
+    total = int(rate * (warmup + duration))
+    state = {"next": 0, "errors": 0, "last_error": ""}
+    latencies: list[float] = []
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection(LOOPBACK, port)
+        try:
+            while state["next"] < total:
+                index = state["next"]
+                state["next"] += 1
+                due = start + index / rate
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                answer = await reader.readexactly(length)
+                if int(head[9:12]) != 200:
+                    state["errors"] += 1
+                    state["last_error"] = answer[:200].decode(errors="replace")
+                elif due >= start + warmup:
+                    latencies.append(time.monotonic() - due)
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    latencies.sort()
+    return {
+        "requests": len(latencies),
+        "rps": rate,
+        "p50_ms": 1e3 * latencies[len(latencies) // 2] if latencies else float("nan"),
+        "p99_ms": 1e3 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        if latencies
+        else float("nan"),
+        "errors": state["errors"],
+        "last_error": state["last_error"],
+    }
+
+
+def run_load(port: int, body: bytes, args: argparse.Namespace, rate: float | None = None) -> dict:
     """Drive the server from a separate process, so the client's own work is not in ours."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
         handle.write(body)
@@ -254,6 +317,7 @@ def run_load(port: int, body: bytes, args: argparse.Namespace) -> dict:
         str(args.warmup),
         "--max-requests",
         str(args.max_requests),
+        *(["--rate", str(rate)] if rate else []),
     ]
     try:
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
@@ -272,7 +336,10 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=200_000, help="upper bound per cell")
     parser.add_argument("--kinds", default="sklearn,torch")
     parser.add_argument("--rows", default="1,100")
+    parser.add_argument("--stall", action="store_true", help="also time /ping during a 10 MiB request")
+    parser.add_argument("--shadow", action="store_true", help="also measure ours with a shadow challenger")
     parser.add_argument("--load", nargs=2, metavar=("PORT", "BODY_FILE"), help=argparse.SUPPRESS)
+    parser.add_argument("--rate", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
         try:
@@ -282,6 +349,11 @@ def main() -> None:
         except ImportError:
             pass
         body = Path(args.load[1]).read_bytes()
+        if args.rate:
+            # Enough connections that a slow answer never delays the next due request.
+            driven = _drive_rate(int(args.load[0]), body, args.rate, args.duration, args.warmup, 64)
+            print(json.dumps(asyncio.run(driven)))
+            return
         print(
             json.dumps(
                 asyncio.run(
@@ -306,6 +378,8 @@ def main() -> None:
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     x, _ = _digits()
     results = []
+    stalls: dict[tuple[str, str], dict] = {}
+    shadows: list[dict] = []
     try:
         for kind in args.kinds.split(","):
             name = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
@@ -336,8 +410,22 @@ def main() -> None:
                             f"errors {cell['errors']}",
                             flush=True,
                         )
+                    if args.stall:
+                        stalls[kind, server] = measure_stall(port, x)
+                        print(
+                            f"  {kind:8s} /ping during a 10 MiB request  {server:7s} {stalls[kind, server]}"
+                        )
                 finally:
                     stop_server(process)
+            if args.shadow:
+                rows = min(bodies)
+                champion_max = next(
+                    r["rps"] for r in results if (r["model"], r["rows"], r["server"]) == (kind, rows, "ours")
+                )
+                shadows.append(
+                    measure_shadow(kind, name, tracking_uri, home, bodies[rows], champion_max, args)
+                )
+                print(f"  {kind:8s} shadow {shadows[-1]}", flush=True)
             import numpy as np
 
             for rows in bodies:
@@ -349,6 +437,107 @@ def main() -> None:
     finally:
         tracking.stop()
     print_table(results, args)
+    if stalls:
+        print("\n/ping while one ~10 MiB request is answered (longest /ping wait):")
+        print("| model   | mlflow longest ping ms | ours longest ping ms | mlflow / ours big request s |")
+        print("|---|---|---|---|")
+        for kind in args.kinds.split(","):
+            theirs, ours = stalls.get((kind, "mlflow")), stalls.get((kind, "ours"))
+            if theirs and ours:
+                print(
+                    f"| {kind:7s} | {theirs['longest_ping_ms']:8.1f} | {ours['longest_ping_ms']:8.1f} | "
+                    f"{theirs['request_s']:.2f} / {ours['request_s']:.2f} |"
+                )
+    if shadows:
+        print("\nShadow mode (ours, challenger = a second version; 1-row requests):")
+        print(
+            "| model | rate req/s (half of max) | p99 ms champion only | p99 ms with shadow | p99 ratio | "
+            "saturated req/s champion only | with shadow | throughput ratio | shadow scored / shed |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
+        for r in shadows:
+            print(
+                f"| {r['model']} | {r['rate']:.0f} | {r['p99_alone_ms']:.2f} | {r['p99_shadow_ms']:.2f} | "
+                f"{r['p99_shadow_ms'] / r['p99_alone_ms']:.2f}x | {r['max_alone']:.0f} | "
+                f"{r['max_shadow']:.0f} | "
+                f"{r['max_shadow'] / r['max_alone']:.2f}x | {r['scored']} / {r['shed']} |"
+            )
+
+
+def measure_stall(port: int, x) -> dict:
+    """The longest /ping wait while one ~10 MiB dataframe_split request is being answered."""
+    import threading
+
+    import requests
+
+    limit = 10 * 1024 * 1024 - 64 * 1024  # just under `mlops serve`'s default 10 MiB body limit
+    count = 40_000
+    while True:
+        frame = x.sample(count, replace=True, random_state=0)
+        body = json.dumps({"dataframe_split": frame.to_dict(orient="split")}).encode()
+        if len(body) <= limit:
+            break
+        count = int(count * limit / len(body) * 0.995)
+    done = threading.Event()
+    outcome: dict = {}
+
+    def big() -> None:
+        started = time.perf_counter()
+        response = requests.post(
+            f"http://{LOOPBACK}:{port}/invocations",
+            data=body,
+            headers={"Content-Type": "application/json"},
+            timeout=300,
+        )
+        outcome.update(status=response.status_code, request_s=time.perf_counter() - started)
+        done.set()
+
+    session = requests.Session()
+    thread = threading.Thread(target=big)
+    thread.start()
+    longest = 0.0
+    while not done.is_set():
+        started = time.perf_counter()
+        session.get(f"http://{LOOPBACK}:{port}/ping", timeout=300)
+        longest = max(longest, time.perf_counter() - started)
+        time.sleep(0.005)
+    thread.join()
+    return {"longest_ping_ms": 1e3 * longest, "bytes": len(body), **outcome}
+
+
+def measure_shadow(
+    kind: str, name: str, tracking_uri: str, home: Path, body: bytes, champion_max: float, args
+) -> dict:
+    """Champion p99 at half its max rate without and with a shadow challenger; saturated throughput."""
+    import requests
+
+    (register_sklearn if kind == "sklearn" else register_torch)(
+        tracking_uri, name, "challenger", **({"c": 0.5} if kind == "sklearn" else {"seed": 1})
+    )
+    rate = champion_max / 2
+    figures = {"model": kind, "rate": rate, "max_alone": champion_max}
+    shadow_options = ("--challenger", f"models:/{name}@challenger", "--mode", "shadow")
+    for label, options in (("alone", ()), ("shadow", shadow_options)):
+        port = free_port()
+        process = start_server(
+            "ours",
+            f"models:/{name}@champion",
+            tracking_uri,
+            port,
+            home / f"shadow-{label}-{kind}.log",
+            *options,
+        )
+        try:
+            cell = run_load(port, body, args, rate=rate)
+            figures[f"p99_{label}_ms"] = cell["p99_ms"]
+            assert cell["errors"] == 0, cell["last_error"]
+            if label == "shadow":
+                figures["max_shadow"] = run_load(port, body, args)["rps"]
+                health = requests.get(f"http://{LOOPBACK}:{port}/health", timeout=10).json()
+                figures.update(scored=health["shadow"]["scored"], shed=health["shadow"]["shed"])
+        finally:
+            stop_server(process)
+    return figures
 
 
 def print_table(results: list[dict], args: argparse.Namespace) -> None:

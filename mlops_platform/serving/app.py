@@ -33,7 +33,7 @@ from mlops_platform.serving.errors import RequestError
 from mlops_platform.serving.prediction_log import PredictionLog
 from mlops_platform.serving.predictors import ModelIdentity, ServedModel, load_served_model
 from mlops_platform.serving.reload import ModelSlot
-from mlops_platform.serving.scoring import Answer, score
+from mlops_platform.serving.scoring import Answer, predict, score
 
 logger = logging.getLogger("mlops_platform.serving")
 
@@ -218,11 +218,21 @@ class ScoringService:
         extra: dict[str, Any],
     ) -> None:
         challenger = self.challenger.current
+        if self.shadow.full():  # shed at once: no work, and a log line only when there is a log
+            self.shadow.shed += 1
+            if self.prediction_log is not None:
+                shed = {"model_version": challenger.identity.version, "shed": True}
+                self.log_answer(request_id, champion, answer, {**extra, "shadow": shed})
+            return
 
         async def run() -> None:
             started = time.perf_counter()
             try:
-                theirs = await score(challenger, body, content_type)
+                if same_input(champion, challenger) and answer.output is not None:
+                    # Same signature: the champion's validated array is the challenger's input too.
+                    theirs = await reuse_input(challenger, answer)
+                else:
+                    theirs = await score(challenger, body, content_type)
                 failure = None if theirs.status == 200 else theirs.body.decode(errors="replace")[:300]
             except RequestError as error:
                 theirs, failure = None, error.message[:300]
@@ -233,7 +243,9 @@ class ScoringService:
                 "latency_ms": round(latency * 1e3, 3),
             }
             if failure is None:
-                if answer.predictions is not None and theirs.predictions is not None:
+                if answer.output is not None and theirs.output is not None and not champion.records_output:
+                    self.agreement.observe(answer.output, theirs.output)
+                elif answer.predictions is not None and theirs.predictions is not None:
                     self.agreement.observe(orjson.loads(answer.predictions), orjson.loads(theirs.predictions))
             else:
                 shadow["error"] = failure
@@ -373,6 +385,26 @@ class ScoringService:
                 await self.challenger.stop()
             if self.prediction_log is not None:
                 await self.prediction_log.close()
+
+
+def same_input(champion: ServedModel, challenger: ServedModel) -> bool:
+    """Both models take the same validated array (same signature, dtype and memory order)."""
+    ours, theirs = champion.validator, challenger.validator
+    return (
+        ours is not None
+        and theirs is not None
+        and type(ours) is type(theirs)
+        and ours.spec == theirs.spec
+        and ours.dtype == theirs.dtype
+        and ours.order == theirs.order
+    )
+
+
+async def reuse_input(challenger: ServedModel, champion_answer: Answer) -> Answer:
+    """The challenger's answer on the champion's validated input: no second parse or validation."""
+    output = await predict(challenger, champion_answer.inputs)
+    predictions = challenger.output_json(output)
+    return Answer(b"", 200, champion_answer.inputs, output, predictions, champion_answer.params)
 
 
 def describe_model(model: ServedModel) -> dict[str, Any]:

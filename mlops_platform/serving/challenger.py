@@ -1,9 +1,10 @@
 """A challenger beside the champion: shadow scoring and canary routing, with per-version statistics.
 
 - Shadow: the champion answers every request; a copy of the request is queued for the challenger and
-  scored after the answer is sent. Shadow work has the lowest priority: it runs only while no champion
-  request is in flight, the queue is bounded, and what does not fit (or waits longer than
-  `SHADOW_MAX_AGE_S`) is shed and counted. A mirrored answer never reaches a client.
+  scored after the answer is sent. Shadow work has the lowest priority: a copy is accepted only while no
+  other champion request is in flight, it runs only while none is, the queue is bounded, and what does
+  not fit (or waits longer than `SHADOW_MAX_AGE_S`) is shed and counted. A mirrored answer never
+  reaches a client.
 - Canary: `percent`% of requests are answered by the challenger, chosen by a hash of the
   `sticky_header` value when the request has one (one user, one model) and at random otherwise. A
   request the challenger fails on but the champion answers is answered by the champion and counts as a
@@ -174,6 +175,11 @@ class ShadowQueue:
             if not self._in_flight:
                 self._idle.set()
 
+    def full(self) -> bool:
+        """No room for another copy: the queue is full, or champion requests are in flight (under load
+        the champion keeps the whole machine; shadow work takes only idle time)."""
+        return self._in_flight > 0 or self._queue.full()
+
     def offer(self, job: ShadowJob) -> None:
         try:
             self._queue.put_nowait(job)
@@ -197,7 +203,13 @@ class ShadowQueue:
     async def _work(self) -> None:
         while True:
             job = await self._queue.get()
-            await self._idle.wait()
+            # Lowest priority: wait until no champion request is in flight, and stays so for one more
+            # turn of the event loop (requests already on the wire get read in that turn).
+            while True:
+                await self._idle.wait()
+                await asyncio.sleep(0)
+                if self._idle.is_set():
+                    break
             if time.monotonic() - job.queued_at > SHADOW_MAX_AGE_S:
                 self.shed += 1
                 job.shed()
