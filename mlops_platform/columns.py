@@ -22,11 +22,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from mlops_platform.errors import UserError
+
+# pandas is imported inside the functions that use it: config/table.py imports this module for
+# parse_names, and `mlops --help` must not load pandas (tests/test_server.py).
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +119,8 @@ def parse_names(text: str | None) -> tuple[str, ...]:
 
 def is_boolean(series: pd.Series) -> bool:
     """bool dtype, or an object column whose non-missing values are all True/False."""
+    import pandas as pd  # lazily: see the TYPE_CHECKING import
+
     if pd.api.types.is_bool_dtype(series.dtype):
         return True
     if series.dtype != object:
@@ -133,6 +138,8 @@ def infer_roles(
         ColumnError: a column named in `categorical` or `drop` is not in the table, is named in both,
             or is unusable (no values, or an identifier).
     """
+    import pandas as pd  # lazily: see the TYPE_CHECKING import
+
     columns = [str(column) for column in features.columns]
     categorical, drop = tuple(categorical), tuple(drop)
     for what, names in (("categorical", categorical), ("drop", drop)):
@@ -182,6 +189,8 @@ def infer_roles(
 
 def _unusable(series: pd.Series) -> str | None:
     """Why a column cannot be a feature, or None."""
+    import pandas as pd  # lazily: see the TYPE_CHECKING import
+
     values = series.dropna()
     if len(values) == 0:
         return "no values (all missing)"
@@ -197,6 +206,8 @@ def typed_features(features: pd.DataFrame, roles: ColumnRoles) -> pd.DataFrame:
     """The used columns with the dtypes models are trained and served with: numeric -> float64;
     categorical strings -> object (missing as NaN), numeric codes -> float64; boolean -> bool, or
     float64 0/1 with NaN when the column has missing values (a bool column cannot hold them)."""
+    import pandas as pd  # lazily: see the TYPE_CHECKING import
+
     typed = {}
     for name in roles.used:
         series = features[name]
