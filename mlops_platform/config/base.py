@@ -53,6 +53,16 @@ class JobConfig(BaseModel):
         return self.model_dump(mode="json")
 
 
+def registrable_model_name(value: str | None) -> str | None:
+    """A field validator's body for a registered model name: refused before any run or version exists."""
+    from mlops_platform.registry.names import model_name_problem
+
+    problem = None if value is None else model_name_problem(value)
+    if problem is not None:
+        raise ValueError(f"{value!r} cannot be a registered model name: {problem}")
+    return value
+
+
 def describe_validation_error(error: ValidationError) -> str:
     """One line per bad value: `<name>=<value>: <what is wrong>`, with any URI's password masked."""
     lines = []

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from mlops_platform.config.base import JobConfig
+from mlops_platform.config.base import JobConfig, registrable_model_name
 from mlops_platform.redaction import has_password, redact
 
 
@@ -42,6 +42,11 @@ class PromoteConfig(JobConfig):
         if not value.strip():
             raise ValueError(f"{info.field_name} is required")
         return value.strip()
+
+    @field_validator("model_name")
+    @classmethod
+    def _registrable(cls, value: str) -> str:
+        return registrable_model_name(value)
 
     @field_validator("lock_uri")
     @classmethod

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mlops_platform.config.base import ConfigError, JobConfig
+from mlops_platform.config.base import ConfigError, JobConfig, registrable_model_name
 from mlops_platform.config.sweep_space import check_space, default_space, describe, load_space_file
 
 TRAINERS: tuple[str, ...] = ("torch", "sklearn")
@@ -86,6 +86,11 @@ class SweepConfig(JobConfig):
     trainer_params: dict[str, Any] = Field(
         default_factory=dict, description="The trainer's fixed parameters, passed through to every trial."
     )
+
+    @field_validator("promote_to")
+    @classmethod
+    def _registrable(cls, value: str | None) -> str | None:
+        return registrable_model_name(value)
 
     @field_validator("storage")
     @classmethod

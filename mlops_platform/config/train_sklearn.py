@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from mlops_platform.config.base import registrable_model_name
 from mlops_platform.config.table import TableConfig
 from mlops_platform.training.sklearn_models import (
     HYPERPARAMETERS,
@@ -71,6 +72,11 @@ class TrainSklearnConfig(TableConfig):
     min_samples_leaf: int | None = Field(None, ge=1, description="Samples per leaf (random_forest, hist_gb).")
     learning_rate: float | None = Field(None, gt=0.0, description="Shrinkage (hist_gb).")
     alpha: float | None = Field(None, ge=0.0, description="L2 penalty (ridge).")
+
+    @field_validator("registered_model_name")
+    @classmethod
+    def _registrable(cls, value: str | None) -> str | None:
+        return registrable_model_name(value)
 
     @model_validator(mode="after")
     def _hyperparameters_belong_to_model(self) -> TrainSklearnConfig:

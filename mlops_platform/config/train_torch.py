@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mlops_platform.config.base import JobConfig
+from mlops_platform.config.base import JobConfig, registrable_model_name
 
 # Datasets whose rows are flattened images, so a CNN can take them (see data.load_dataset's image_shape).
 IMAGE_DATASETS: tuple[str, ...] = ("digits",)
@@ -137,6 +137,11 @@ class TorchTrainConfig(JobConfig):
         if value in TORCH_DATASETS or (value.startswith("csv:") and len(value) > 4):
             return value
         raise ValueError(f"dataset={value!r} is not one of {', '.join(TORCH_DATASETS)}, csv:<path>")
+
+    @field_validator("registered_model_name")
+    @classmethod
+    def _registrable(cls, value: str | None) -> str | None:
+        return registrable_model_name(value)
 
     @field_validator("hidden_sizes", "channels")
     @classmethod

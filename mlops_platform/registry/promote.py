@@ -30,6 +30,7 @@ from mlops_platform.registry.best import (
     resolve_mode,
 )
 from mlops_platform.registry.locks import DEFAULT_LOCK_TIMEOUT_S, promotion_lock
+from mlops_platform.registry.names import invalid_model_name_message
 from mlops_platform.registry.search import (
     RunRecord,
     SearchError,
@@ -127,8 +128,9 @@ class RollbackResult:
 
 
 def check_model_name(name: str) -> None:
-    if not name or "'" in name:
-        raise RegistryError(f"invalid model name {name!r}: must be non-empty and contain no single quote")
+    message = invalid_model_name_message(name)
+    if message is not None:
+        raise RegistryError(message)
 
 
 def check_alias(alias: str) -> None:

@@ -95,6 +95,9 @@ def test_promote_registry_and_rollback_commands(filled) -> None:
             ["promote", "--experiment", "{name}", "--model-name", "m", "--mode", "max", "--min-delta", "-1"],
             "min_delta",
         ),
+        # The filter grammar cannot quote a trailing backslash: refused before anything is registered.
+        (["promote", "--experiment", "{name}", "--model-name", "m\\", "--mode", "max"], "backslash"),
+        (["train", "sklearn", "--registered-model-name", "it's"], "single quote"),
         (["registry", "show", "no-such-model"], "unknown registered model 'no-such-model'"),
         (["registry", "rollback", "no-such-model"], "unknown registered model 'no-such-model'"),
     ],

@@ -157,8 +157,14 @@ def test_threads_promote_once(tracking_uri, experiment_name, run_factory, mlflow
     assert len(version_runs(mlflow_client, model_name)) == 1
 
 
-def test_errors_name_the_problem(tracking_uri, experiment_name, run_factory, model_name) -> None:
+def test_errors_name_the_problem(
+    tracking_uri, experiment_name, run_factory, model_name, mlflow_client
+) -> None:
     run_factory(metrics={"val_acc": 0.9})
+    with pytest.raises(RegistryError, match="backslash"):
+        promote_best(experiment_name, "val_acc", f"{model_name}\\", "max")
+    with pytest.raises(Exception, match="RESOURCE_DOES_NOT_EXIST"):
+        mlflow_client.get_registered_model(f"{model_name}\\")
     with pytest.raises(SearchError, match="unknown experiment 'nope-nope'"):
         promote_best("nope-nope", "val_acc", model_name, "max")
     with pytest.raises(SearchError, match=r"metrics\.val_acc >> 2"):
