@@ -20,6 +20,8 @@ IMAGE_DATASETS: tuple[str, ...] = ("digits",)
 TORCH_DATASETS: tuple[str, ...] = ("digits", "breast_cancer", "wine")
 # The params that say how the job is launched, not how the model is made: a resume keeps the given ones.
 LAUNCH_FIELDS: tuple[str, ...] = ("nproc_per_node", "nnodes", "node_rank", "rdzv_endpoint", "max_restarts")
+# MLflow's run ids: a uuid4 in hex, as the UI and every client show them.
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _HOST_PORT = re.compile(r"^\[?[A-Za-z0-9_.:-]+\]?:\d{1,5}$")
 MONITOR_METRICS: tuple[str, ...] = ("val_loss", "val_accuracy", "val_f1_macro")
 
@@ -142,6 +144,17 @@ class TorchTrainConfig(JobConfig):
     @classmethod
     def _registrable(cls, value: str | None) -> str | None:
         return registrable_model_name(value)
+
+    @field_validator("resume_from")
+    @classmethod
+    def _run_id(cls, value: str | None) -> str | None:
+        # Checked here, not by the server: the id also names a local folder (checkpoint_path).
+        if value is not None and not _RUN_ID.match(value):
+            raise ValueError(
+                f"resume_from={value!r} must be a run id: 32 lowercase hexadecimal characters, "
+                "as MLflow shows it"
+            )
+        return value
 
     @field_validator("hidden_sizes", "channels")
     @classmethod

@@ -19,7 +19,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from mlops_platform.errors import UserError
+
 CHECKPOINT_FORMAT_VERSION = 1
+# What a resume reads from a checkpoint (torch_loop.Trainer.state_dict writes them all).
+RESUME_KEYS: tuple[str, ...] = (
+    "model", "optimizer", "scheduler", "scaler", "epoch", "global_step", "rng", "config",
+    "best_metric", "best_epoch", "best_model", "bad_epochs", "stopped_early", "history",
+)  # fmt: skip
+
+
+class CheckpointError(UserError):
+    """A checkpoint cannot be used: unreadable (truncated, not a checkpoint, unsafe) or incomplete."""
 
 
 def serialize_checkpoint(state: dict[str, Any]) -> bytes:
@@ -58,13 +69,30 @@ def save_checkpoint(state: dict[str, Any] | bytes, path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint with the safe unpickler (tensors and plain containers only), onto the CPU."""
-    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    """Load a checkpoint with the safe unpickler (tensors and plain containers only), onto the CPU.
+
+    Raises:
+        CheckpointError: the file is not a whole checkpoint of this format (a torn copy, another file,
+            a pickle the safe unpickler refuses) or lacks what a resume reads.
+    """
+    try:
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad bytes
+        first_line = (str(error).strip().splitlines() or [""])[0][:300]
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(error).__name__}: {first_line}); it is damaged or "
+            "not a checkpoint of this trainer"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a checkpoint")
     version = state.get("format_version")
     if version != CHECKPOINT_FORMAT_VERSION:
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint {path} has format version {version}; this code reads {CHECKPOINT_FORMAT_VERSION}"
         )
+    missing = [key for key in RESUME_KEYS if key not in state]
+    if missing or not isinstance(state["config"], dict):
+        raise CheckpointError(f"checkpoint {path} is incomplete: no {', '.join(missing) or 'config dict'}")
     return state
 
 

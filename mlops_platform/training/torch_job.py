@@ -51,7 +51,7 @@ from mlops_platform.evaluation import (
     misclassified_table,
 )
 from mlops_platform.settings import mlops_home
-from mlops_platform.training.checkpoint import load_checkpoint
+from mlops_platform.training.checkpoint import CheckpointError, load_checkpoint
 from mlops_platform.training.device import Precision, configure_cpu_threads, resolve_device, resolve_precision
 from mlops_platform.training.distributed import World, check_batch_size, process_group, rank_device
 from mlops_platform.training.models import ExportedClassifier, Standardizer, build_model
@@ -361,8 +361,15 @@ def fetch_checkpoint(run_id: str) -> dict[str, Any]:
     """The last checkpoint of a run: the local copy when this machine wrote it, else the run's artifact.
 
     Raises:
-        UserError: the run does not exist or has no checkpoint.
+        UserError: the run does not exist, has no checkpoint, or its checkpoint is damaged.
     """
+    try:
+        return _fetch_checkpoint(run_id)
+    except CheckpointError as error:
+        raise CheckpointError(f"resume_from={run_id!r}: {error}") from None
+
+
+def _fetch_checkpoint(run_id: str) -> dict[str, Any]:
     local = checkpoint_path(run_id)
     if local.is_file():
         return load_checkpoint(local)

@@ -150,7 +150,9 @@ def test_node_metric_names_and_epoch_means():
 
 def test_resume_keeps_the_given_launch_params():
     stored = TorchTrainConfig.parse({**DIGITS_MLP, "epochs": 4}).to_params()
-    given = TorchTrainConfig.parse({"resume_from": "abc", "nproc_per_node": 2, "max_restarts": 1})
+    given = TorchTrainConfig.parse(
+        {"resume_from": "0123456789abcdef0123456789abcdef", "nproc_per_node": 2, "max_restarts": 1}
+    )
     resumed = torch_job.config_from_checkpoint({"config": stored}, given)
     assert (resumed.nproc_per_node, resumed.max_restarts, resumed.epochs) == (2, 1, 4)
 

@@ -209,6 +209,7 @@ def test_amp_selection():
         ({"dataset": "csv:/tmp/x.csv", "model": "mlp"}, "needs target"),
         ({"val_fraction": 0}, "val_fraction=0"),
         ({"epochs": 0}, "epochs=0"),
+        ({"resume_from": "../../etc"}, "resume_from='../../etc' must be a run id"),
     ],
 )
 def test_bad_config_values_are_named(values, named):
@@ -235,3 +236,27 @@ def test_loop_metrics_equal_the_shared_evaluation_metrics():
         shared = classification_metrics(targets, predictions, labels=list(range(n_classes)))
         assert accuracy == pytest.approx(shared["accuracy"], abs=1e-12)
         assert f1 == pytest.approx(shared["f1_macro"], abs=1e-12)
+
+
+# ------------------------------------------------------------------------------------- checkpoints
+
+
+def test_a_damaged_or_incomplete_checkpoint_is_a_clear_error_not_a_traceback(tmp_path):
+    from click.testing import CliRunner
+
+    from mlops_platform.cli import cli
+    from mlops_platform.training import torch_job
+    from mlops_platform.training.checkpoint import CheckpointError, serialize_checkpoint
+
+    run_id = "0123456789abcdef0123456789abcdef"
+    local = torch_job.checkpoint_path(run_id)
+    local.parent.mkdir(parents=True)
+    local.write_bytes(serialize_checkpoint({"epoch": 3})[:200])  # torn copy
+    with pytest.raises(CheckpointError, match=f"resume_from='{run_id}': checkpoint .* cannot be read"):
+        torch_job.fetch_checkpoint(run_id)
+    result = CliRunner().invoke(cli, ["train", "torch", "--resume-from", run_id])
+    assert result.exit_code == 1 and "damaged or not a checkpoint" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    local.write_bytes(serialize_checkpoint({"epoch": 3}))  # whole, but not what a resume reads
+    with pytest.raises(CheckpointError, match="incomplete: no model, optimizer"):
+        torch_job.fetch_checkpoint(run_id)
