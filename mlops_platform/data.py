@@ -21,13 +21,16 @@ import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from mlops_platform.columns import ColumnError, ColumnRoles, infer_roles, typed_features
 from mlops_platform.errors import UserError
+
+if TYPE_CHECKING:
+    from mlops_platform.tracking.interface import Run
 
 Task = Literal["classification", "regression"]
 TASKS: tuple[str, ...] = ("classification", "regression")
@@ -137,7 +140,7 @@ class Splits:
     def digests(self) -> dict[str, str]:
         return {split.context: split.digest for split in self}
 
-    def log_to(self, run: Any) -> None:
+    def log_to(self, run: Run) -> None:
         """Log each non-empty split as an MLflow dataset input of `run` (a tracker run)."""
         name, targets = self.dataset.name, self.dataset.target_name
         for split in self:

@@ -26,7 +26,7 @@ import requests
 
 from mlops_platform.errors import UserError
 from mlops_platform.redaction import open_private_append, redact, write_private
-from mlops_platform.settings import SERVER_STATE_FILE, mlops_home
+from mlops_platform.settings import SERVER_STATE_FILE, live_server_state, mlops_home
 from mlops_platform.store_indexes import ensure_indexes
 
 PID_FILE = "server.pid"
@@ -234,13 +234,7 @@ class LocalTrackingServer:
     # --- state -------------------------------------------------------------------------------------
     def state(self) -> dict | None:
         """The recorded state of the server this home started, if that process still lives."""
-        try:
-            state = json.loads(self.state_file.read_text())
-        except (OSError, ValueError):
-            return None
-        if not _is_same_process(state.get("pid"), state.get("create_time")):
-            return None
-        return state
+        return live_server_state(self.home)
 
     def is_running(self) -> bool:
         return self.state() is not None
@@ -348,17 +342,6 @@ class LocalTrackingServer:
     def _forget(self) -> None:
         for path in (self.pid_file, self.state_file):
             path.unlink(missing_ok=True)
-
-
-def _is_same_process(pid: int | None, create_time: float | None) -> bool:
-    """True when `pid` is alive and is the process we started (pids are reused)."""
-    if not pid or create_time is None:
-        return False
-    try:
-        process = psutil.Process(pid)
-        return abs(process.create_time() - create_time) < 1.0 and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -19,15 +19,38 @@ def mlops_home() -> Path:
     return Path(os.environ.get("MLOPS_HOME", DEFAULT_HOME)).expanduser().resolve()
 
 
-def local_server_url(home: Path | None = None) -> str | None:
-    """The URL of the server `mlops server start` started under `home`, while that process lives.
+def live_server_state(home: Path | None = None) -> dict | None:
+    """The state `mlops server start` recorded under `home` (MLOPS_HOME), while that process lives.
 
-    A state file left by a crashed server does not count: the server module checks the recorded pid
-    is still the process it started.
+    A state file left by a crashed server does not count: the recorded pid must still be the process
+    that was started (pids are reused, so its start time must match too). Read here rather than in
+    server.py so this module stays a leaf that every other module may import.
     """
-    from mlops_platform.server import LocalTrackingServer, ServerConfig
+    import json
 
-    state = LocalTrackingServer(ServerConfig(home=home or mlops_home())).state()
+    try:
+        state = json.loads(((home or mlops_home()) / SERVER_STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return state if is_same_process(state.get("pid"), state.get("create_time")) else None
+
+
+def is_same_process(pid: int | None, create_time: float | None) -> bool:
+    """True when `pid` is alive and is the process started at `create_time` (pids are reused)."""
+    import psutil
+
+    if not pid or create_time is None:
+        return False
+    try:
+        process = psutil.Process(pid)
+        return abs(process.create_time() - create_time) < 1.0 and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def local_server_url(home: Path | None = None) -> str | None:
+    """The URL of the server `mlops server start` started under `home`, while that process lives."""
+    state = live_server_state(home)
     return state["url"] if state else None
 
 

@@ -26,8 +26,9 @@ How it keeps its promises:
 - Settings: `Tracker(...)` arguments; `MLOPS_HEARTBEAT_INTERVAL` and `MLOPS_SYSTEM_METRICS_INTERVAL`
   (seconds, 0 turns system metrics off) in the environment.
 
-`RecordingTracker` has the same interface and keeps everything in memory, for unit tests of training
-code.
+The interface jobs see is written once, as Protocols, in `tracking/interface.py` (`Tracker`, `Run`,
+`MetricsSink`). `RecordingTracker` implements it too and keeps everything in memory, for unit tests of
+training code.
 """
 
 from mlops_platform.tracking.recording import RecordingRun, RecordingTracker

@@ -1,4 +1,5 @@
-"""`RecordingTracker`: the `Tracker` interface kept in memory, for unit tests of training code.
+"""`RecordingTracker`: the `Tracker` interface (tracking/interface.py) kept in memory, for unit tests
+of training code.
 
 It applies the same rules as the real client (param flattening and conflicts, metric-name checks) so
 a loop that passes against it logs the same things to a server. Tests of the tracker itself use a
@@ -10,7 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,11 +36,19 @@ class RecordedModel:
 
 
 class RecordingRun:
+    """A `Run` (tracking/interface.py) kept in memory; its records are plain attributes to assert on."""
+
     def __init__(
-        self, experiment: str | None, run_name: str | None, tags: Mapping[str, Any] | None, **options
+        self,
+        experiment: str | None,
+        run_name: str | None,
+        tags: Mapping[str, Any] | None,
+        tracking_uri: str = "recording://",
+        **options,
     ):
         self.run_id = f"recorded-{next(_ids)}"
         self.experiment_id = "0"
+        self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.run_name = run_name
         self.options = options
@@ -52,6 +61,7 @@ class RecordingRun:
         self.models: list[RecordedModel] = []
         self.config: dict | None = None
         self.flushes = 0
+        self.other_run_tags: dict[str, dict[str, str]] = {}  # what tag_run set, by run id
 
     def __enter__(self) -> RecordingRun:
         self.status = "RUNNING"
@@ -97,9 +107,15 @@ class RecordingRun:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self.tags.update({k: str(v) for k, v in tags.items()})
 
+    def tag_run(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        self.other_run_tags.setdefault(run_id, {}).update({k: str(v) for k, v in tags.items()})
+
     def flush(self, timeout: float | None = 30) -> bool:
         self.flushes += 1
         return True
+
+    def logged_metric_steps(self, names: Iterable[str] = (), timeout: float = 60.0) -> set[tuple[str, int]]:
+        return {(name, step) for name, points in self.metrics.items() for step, _ in points}
 
     def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
         path = Path(local_path)
@@ -110,7 +126,7 @@ class RecordingRun:
         for path in sorted(p for p in root.rglob("*") if p.is_file()):
             self.artifacts[_join(artifact_path, path.relative_to(root).as_posix())] = path.read_bytes()
 
-    def log_figure(self, figure, artifact_file: str) -> None:
+    def log_figure(self, figure, artifact_file: str, **save_kwargs) -> None:
         self.artifacts[artifact_file] = figure
 
     def log_dict(self, dictionary: Mapping[str, Any], artifact_file: str) -> None:
@@ -165,6 +181,7 @@ class RecordingTracker:
             experiment,
             run_name,
             tags,
+            self.tracking_uri,
             resume_run_id=resume_run_id,
             entry_point=entry_point,
             use_env_run=use_env_run,

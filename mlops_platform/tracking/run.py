@@ -20,20 +20,18 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mlops_platform.errors import UserError
 from mlops_platform.tracking import params as param_rules
 from mlops_platform.tracking.heartbeat import Heartbeat, heartbeat_value
+from mlops_platform.tracking.interface import DeliverySettings
 from mlops_platform.tracking.journal import Journal, JournalLocked, JournalMeta
 from mlops_platform.tracking.sender import Sender
 from mlops_platform.tracking.system_metrics import SystemMetricsSampler
 from mlops_platform.tracking.tags import ERROR_TAG, HEARTBEAT_TAG, standard_tags
-
-if TYPE_CHECKING:
-    from mlops_platform.tracking.tracker import Tracker
 
 _log = logging.getLogger(__name__)
 CONFIG_ARTIFACT = "config.json"
@@ -56,7 +54,7 @@ class TrackedRun:
 
     def __init__(
         self,
-        tracker: Tracker,
+        tracker: DeliverySettings,
         experiment: str | None = None,
         run_name: str | None = None,
         tags: Mapping[str, Any] | None = None,
@@ -316,6 +314,31 @@ class TrackedRun:
     def flush(self, timeout: float | None = 30) -> bool:
         """Wait until everything logged so far is on the server; False if `timeout` passed first."""
         return self._sender.flush(timeout)
+
+    def tag_run(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        """Set tags on another run, directly on the server (that run has no journal of ours)."""
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, str(value))
+
+    def logged_metric_steps(self, names: Iterable[str] = (), timeout: float = 60.0) -> set[tuple[str, int]]:
+        """(metric, step) pairs the run holds on the server: every key it has, plus `names`.
+
+        Records still in the journal (a resumed run continues the journal of the process that died)
+        are delivered first, so they count too.
+
+        Raises:
+            TimeoutError: the server did not take the pending records within `timeout` seconds.
+        """
+        if not self.flush(timeout=timeout):
+            raise TimeoutError(
+                f"run {self.run_id}: the tracking server did not take the pending records within "
+                f"{timeout:.0f}s"
+            )
+        keys = {*names, *self.client.get_run(self.run_id).data.metrics}
+        pairs: set[tuple[str, int]] = set()
+        for key in sorted(keys):
+            pairs.update((key, metric.step) for metric in self.client.get_metric_history(self.run_id, key))
+        return pairs
 
     # --- artifacts (spooled, uploaded by the sender) -----------------------------------------------
     def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:

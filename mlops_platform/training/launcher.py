@@ -85,7 +85,7 @@ def launch(config: TorchTrainConfig) -> str:
     from torch.distributed.run import parse_args
     from torch.distributed.run import run as torchrun
 
-    from mlops_platform.training.torch_job import job_record, remembered_run
+    from mlops_platform.training.job_record import job_record, remembered_run
 
     job_id = rendezvous_id(config)
     job_record(job_id).unlink(missing_ok=True)  # an id derived from the endpoint may name an old job

@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+from mlops_platform.tracking.interface import MetricsSink
 from mlops_platform.training.distributed import World
 
 PREFIX = "system/"
@@ -43,7 +44,7 @@ class NodeMetrics:
         interval: seconds between samples; 0 samples nothing (the gathers still keep ranks in step).
     """
 
-    def __init__(self, world: World, sink: Any, interval: float) -> None:
+    def __init__(self, world: World, sink: MetricsSink | None, interval: float) -> None:
         self.world = world
         self.sink = sink
         self.interval = interval

@@ -27,6 +27,7 @@ from mlops_platform.config.train_sklearn import TrainSklearnConfig
 from mlops_platform.data import DataError, Dataset, Splits, load_dataset, split_dataset
 from mlops_platform.errors import UserError
 from mlops_platform.preprocessing import build_preprocessor, with_preprocessing
+from mlops_platform.tracking.interface import Run, Tracker
 from mlops_platform.training.sklearn_models import (
     build_pipeline,
     hyperparameters_of,
@@ -275,7 +276,7 @@ def _run_tags(prepared: PreparedData, model: str) -> dict[str, str]:
     }
 
 
-def log_trained(run: Any, prepared: PreparedData, trained: TrainedModel, register: bool) -> str | None:
+def log_trained(run: Run, prepared: PreparedData, trained: TrainedModel, register: bool) -> str | None:
     """Params, metrics, datasets, figures, reports and the model itself; returns the model URI."""
     config, dataset, splits = prepared.config, prepared.dataset, prepared.splits
     run.log_config(config.to_params())
@@ -314,7 +315,7 @@ def column_role_params(dataset: Dataset) -> dict[str, Any]:
     }
 
 
-def _log_evaluation_artifacts(run: Any, prepared: PreparedData, trained: TrainedModel) -> None:
+def _log_evaluation_artifacts(run: Run, prepared: PreparedData, trained: TrainedModel) -> None:
     dataset, test = prepared.dataset, prepared.splits.test
     title = f"{trained.model} on {dataset.name} (test)"
     if dataset.task == "classification":
@@ -341,7 +342,7 @@ def _log_evaluation_artifacts(run: Any, prepared: PreparedData, trained: Trained
 
 
 def _log_model(
-    run: Any, prepared: PreparedData, trained: TrainedModel, registered_model_name: str | None
+    run: Run, prepared: PreparedData, trained: TrainedModel, registered_model_name: str | None
 ) -> Any:
     import skops.io
 
@@ -383,7 +384,7 @@ def _pinned(distributions: list[str]) -> list[str]:
 # ----------------------------------------------------------------------------------------------- job
 
 
-def default_baseline_finder(tracker: Any) -> BaselineFinder:
+def default_baseline_finder(tracker: Tracker) -> BaselineFinder:
     """Searches the tracking server (read-only) for a FINISHED baseline run of the same data and task."""
 
     def find(experiment_id: str, dataset_digest: str, task: str) -> str | None:
@@ -391,7 +392,7 @@ def default_baseline_finder(tracker: Any) -> BaselineFinder:
 
         from mlops_platform.settings import resolve_tracking_uri
 
-        client = MlflowClient(resolve_tracking_uri(getattr(tracker, "tracking_uri", None)))
+        client = MlflowClient(resolve_tracking_uri(tracker.tracking_uri))
         runs = client.search_runs(
             [experiment_id],
             filter_string=(
@@ -406,7 +407,7 @@ def default_baseline_finder(tracker: Any) -> BaselineFinder:
 
 
 def run(
-    config: TrainSklearnConfig, tracker: Any = None, find_baseline: BaselineFinder | None = None
+    config: TrainSklearnConfig, tracker: Tracker | None = None, find_baseline: BaselineFinder | None = None
 ) -> JobResult:
     """Train `config.model`, and the baseline first when the experiment has none for this data.
 
@@ -417,9 +418,9 @@ def run(
     """
     prepared = prepare(config)
     if tracker is None:
-        from mlops_platform.tracking import Tracker
+        from mlops_platform.tracking import Tracker as ServerTracker
 
-        tracker = Tracker()
+        tracker = ServerTracker()
     find_baseline = find_baseline or default_baseline_finder(tracker)
     dataset = prepared.dataset
     tags = _run_tags(prepared, config.model)
@@ -441,11 +442,11 @@ def run(
         result = JobResult(
             main_run.run_id, main_run.experiment_id, trained.metrics, baseline_run_id, model_uri
         )
-    _print_summary(result, prepared, getattr(tracker, "tracking_uri", None))
+    _print_summary(result, prepared, tracker.tracking_uri)
     return result
 
 
-def _train_baseline_run(tracker: Any, prepared: PreparedData, experiment_id: str) -> str:
+def _train_baseline_run(tracker: Tracker, prepared: PreparedData, experiment_id: str) -> str:
     """The baseline as a run of its own (never the MLFLOW_RUN_ID run), in the candidate's experiment."""
     config = prepared.config
     with tracker.run(

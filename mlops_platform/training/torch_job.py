@@ -30,10 +30,10 @@ training/node_metrics.py).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,9 +51,11 @@ from mlops_platform.evaluation import (
     misclassified_table,
 )
 from mlops_platform.settings import mlops_home
+from mlops_platform.tracking.interface import MetricsSink, Run, Tracker
 from mlops_platform.training.checkpoint import CheckpointError, load_checkpoint
 from mlops_platform.training.device import Precision, configure_cpu_threads, resolve_device, resolve_precision
 from mlops_platform.training.distributed import World, check_batch_size, process_group, rank_device
+from mlops_platform.training.job_record import remember_run, remembered_run
 from mlops_platform.training.models import ExportedClassifier, Standardizer, build_model
 from mlops_platform.training.node_metrics import NodeMetrics, node_sampling_interval
 from mlops_platform.training.torch_loop import (
@@ -145,7 +147,9 @@ def checkpoint_path(run_id: str) -> Path:
 # ------------------------------------------------------------------------------------------------- job
 
 
-def run(config: TorchTrainConfig, tracker: Any = None, on_epoch_end: EpochCallback | None = None) -> str:
+def run(
+    config: TorchTrainConfig, tracker: Tracker | None = None, on_epoch_end: EpochCallback | None = None
+) -> str:
     """Train, evaluate and log one model; see the module docstring. Returns the run id.
 
     Args:
@@ -210,24 +214,6 @@ def run_to_continue(config: TorchTrainConfig, world: World) -> tuple[str | None,
     return None, None
 
 
-def job_record(job_id: str) -> Path:
-    """Where rank 0 notes which run a torchrun job (rendezvous id) logs to, for restarts and the launcher."""
-    return mlops_home() / "torchrun" / f"{job_id}.json"
-
-
-def remember_run(job_id: str, run_id: str) -> None:
-    path = job_record(job_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_suffix(f".{os.getpid()}.tmp")
-    temp.write_text(json.dumps({"run_id": run_id}))
-    os.replace(temp, path)  # atomic: a restart or the launcher never reads half a file
-
-
-def remembered_run(job_id: str) -> str | None:
-    path = job_record(job_id)
-    return json.loads(path.read_text())["run_id"] if path.is_file() else None
-
-
 def train_with_tracking(
     config: TorchTrainConfig,
     prepared: Prepared,
@@ -235,7 +221,7 @@ def train_with_tracking(
     precision: Precision,
     resume_state: dict[str, Any] | None,
     sanity_loss: float | None,
-    tracker: Any = None,
+    tracker: Tracker | None = None,
     on_epoch_end: EpochCallback | None = None,
     world: World | None = None,
     attach_run_id: str | None = None,
@@ -248,13 +234,13 @@ def train_with_tracking(
     attach_run_id = attach_run_id or config.resume_from
     node_interval = 0.0
     if tracker is None:
-        from mlops_platform.tracking import Tracker
+        from mlops_platform.tracking import Tracker as ServerTracker
 
-        tracker = Tracker()
+        tracker = ServerTracker()
         if world.distributed:
             # Every node samples its own machine (NodeMetrics); the run's sampler would only see node 0.
             node_interval = node_sampling_interval()
-            tracker = Tracker(system_metrics_interval=0)
+            tracker = ServerTracker(system_metrics_interval=0)
     with tracker.run(
         experiment=config.experiment,
         run_name=config.run_name,
@@ -279,7 +265,7 @@ def train_with_tracking(
         if config.resume_from:
             point_launcher_run_at(run)
         run.set_tags(tags)
-        sink = run if attach_run_id is None else SkipLogged(run, logged_steps(run))
+        sink: MetricsSink = run if attach_run_id is None else SkipLogged(run, logged_steps(run))
         node_metrics = NodeMetrics(world, sink, node_interval)
         trainer = Trainer(
             model,
@@ -344,17 +330,17 @@ def train_as_follower(
 class DiscardMetrics:
     """The sink of ranks other than 0: what they compute is already in rank 0's all-reduced metrics."""
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         pass
 
 
 # -------------------------------------------------------------------------------------------- resume
-def point_launcher_run_at(run: Any) -> None:
+def point_launcher_run_at(run: Run) -> None:
     """`mlflow run -P resume_from=ID` creates a run of its own before this job starts; the training
     continues in run ID, so the launcher's run says where to look instead of standing empty."""
     launcher_run_id = os.environ.get("MLFLOW_RUN_ID")
     if launcher_run_id and launcher_run_id != run.run_id:
-        run.client.set_tag(launcher_run_id, "mlops.resumed_run_id", run.run_id)
+        run.tag_run(launcher_run_id, {"mlops.resumed_run_id": run.run_id})
 
 
 def fetch_checkpoint(run_id: str) -> dict[str, Any]:
@@ -417,42 +403,35 @@ class SkipLogged:
     """A sink that drops (metric, step) pairs the resumed run already holds, so no step is stored twice
     (the killed process may have logged steps past its last checkpoint)."""
 
-    def __init__(self, run: Any, logged: set[tuple[str, int]]) -> None:
+    def __init__(self, run: Run, logged: set[tuple[str, int]]) -> None:
         self.run = run
         self.logged = logged
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         fresh = {name: value for name, value in metrics.items() if (name, step) not in self.logged}
         if fresh:
             self.run.log_metrics(fresh, step=step)
 
 
-def logged_steps(run: Any) -> set[tuple[str, int]]:
+def logged_steps(run: Run) -> set[tuple[str, int]]:
     """(metric, step) pairs the run already holds, including records the killed process journaled but
-    never delivered: the resumed run continues that journal, so a flush delivers them first."""
-    recorded = getattr(run, "metrics", None)
-    if isinstance(recorded, dict):  # a RecordingRun (unit tests) keeps them in memory
-        return {(name, step) for name, points in recorded.items() for step, _ in points}
-    from mlflow import MlflowClient
-
-    if not run.flush(timeout=RESUME_FLUSH_TIMEOUT):
+    never delivered: the resumed run continues that journal, so they are delivered first."""
+    try:
+        # Every key the run holds counts, system/node_<k>/* included (logged per epoch through the sink).
+        return run.logged_metric_steps(
+            (*STEP_METRICS, *EPOCH_METRICS, *FINAL_METRICS), timeout=RESUME_FLUSH_TIMEOUT
+        )
+    except TimeoutError:
         raise UserError(
             f"resume_from={run.run_id}: the tracking server did not take the run's pending records "
             f"within {RESUME_FLUSH_TIMEOUT:.0f}s; cannot tell which metric steps it already holds"
-        )
-    client = MlflowClient(run.tracking_uri)
-    pairs: set[tuple[str, int]] = set()
-    # Every key the run holds, system/node_<k>/* included (those are logged per epoch through the sink).
-    names = {*STEP_METRICS, *EPOCH_METRICS, *FINAL_METRICS, *client.get_run(run.run_id).data.metrics}
-    for name in sorted(names):
-        pairs.update((name, metric.step) for metric in client.get_metric_history(run.run_id, name))
-    return pairs
+        ) from None
 
 
 # ----------------------------------------------------------------------------------------- artifacts
 
 
-def log_reports(run: Any, trainer: Trainer, prepared: Prepared, result: FitResult, test_predictions) -> None:
+def log_reports(run: Run, trainer: Trainer, prepared: Prepared, result: FitResult, test_predictions) -> None:
     """Learning curves, test confusion matrix and report, misclassified validation samples."""
     labels = list(prepared.dataset.class_labels)
 
@@ -504,7 +483,7 @@ def exported_classifier(model: torch.nn.Module, prepared: Prepared) -> ExportedC
 
 
 def log_exported_model(
-    run: Any, model: torch.nn.Module, prepared: Prepared, registered_model_name: str | None
+    run: Run, model: torch.nn.Module, prepared: Prepared, registered_model_name: str | None
 ) -> Any:
     """Log the exported classifier with the pytorch flavor, a tensor signature and an input example.
 

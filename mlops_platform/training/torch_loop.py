@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,6 +41,7 @@ from torch import nn
 from mlops_platform.config.train_torch import TorchTrainConfig
 from mlops_platform.errors import UserError
 from mlops_platform.evaluation import metric_direction
+from mlops_platform.tracking.interface import MetricsSink
 from mlops_platform.training.checkpoint import (
     BackgroundCheckpointWriter,
     capture_rng_state,
@@ -67,12 +68,6 @@ SANITY_LOSS_THRESHOLD = 0.05
 
 # (epoch, the epoch's metrics): how a caller watches training, e.g. a sweep reporting to its pruner.
 EpochCallback = Callable[[int, dict[str, float]], None]
-
-
-class MetricsSink(Protocol):
-    """The one thing the loop needs from a tracker."""
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
 
 
 class SanityCheckError(UserError):
