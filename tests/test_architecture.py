@@ -109,3 +109,30 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 @pytest.mark.parametrize("leaf", ["mlops_platform.settings", "mlops_platform.errors"])
 def test_leaf_modules_import_nothing_from_the_package(leaf: str) -> None:
     assert import_graph()[leaf] == set()
+
+
+def test_training_never_names_mlflow() -> None:
+    """`grep -r mlflow mlops_platform/training` is empty: checkpoints, metric history, the baseline
+    search and signatures go through tracking/ and registry/."""
+    files = sorted((PACKAGE / "training").rglob("*.py"))
+    assert len(files) > 5  # the walk found the package
+    offenders = [
+        f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}"
+        for path in files
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if "mlflow" in line
+    ]
+    assert offenders == []
+
+
+@pytest.mark.parametrize(("lower", "upper"), [("config", "training"), ("tracking", "training")])
+def test_lower_layers_do_not_import_upper_ones(lower: str, upper: str) -> None:
+    graph = import_graph()
+    edges = {
+        (module, target)
+        for module, targets in graph.items()
+        if module.startswith(f"mlops_platform.{lower}")
+        for target in targets
+        if target.startswith(f"mlops_platform.{upper}")
+    }
+    assert edges == set()

@@ -11,13 +11,13 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from mlops_platform.config.base import registrable_model_name
-from mlops_platform.config.table import TableConfig
-from mlops_platform.training.sklearn_models import (
+from mlops_platform.config.sklearn_models import (
     HYPERPARAMETERS,
     hyperparameters_of,
     models_for,
     unsupported_hyperparameters,
 )
+from mlops_platform.config.table import TableConfig
 
 ModelName = Literal[
     "baseline", "logreg", "svc", "knn", "random_forest", "hist_gb", "stacking", "voting", "ridge"

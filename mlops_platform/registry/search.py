@@ -100,6 +100,23 @@ def client_for(tracking_uri: str | None = None) -> MlflowClient:
     return MlflowClient(resolve_tracking_uri(tracking_uri))
 
 
+def find_baseline_run(
+    experiment_id: str, dataset_digest: str, task: str, tracking_uri: str | None = None
+) -> str | None:
+    """The id of a FINISHED baseline run of the same data and task in the experiment, or None (read-only)."""
+    from mlops_platform.tracking.tags import DATASET_DIGEST_TAG, ROLE_TAG, TASK_TAG
+
+    runs = client_for(tracking_uri).search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`{ROLE_TAG}` = 'baseline' AND tags.`{DATASET_DIGEST_TAG}` = '{dataset_digest}' "
+            f"AND tags.`{TASK_TAG}` = '{task}' AND attributes.status = 'FINISHED'"
+        ),
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
 def is_bad_request(error: Exception) -> bool:
     """True for MLflow's "your input is wrong" errors, decided by error code (never by message text)."""
     from mlflow.exceptions import MlflowException

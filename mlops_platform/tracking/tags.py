@@ -1,4 +1,5 @@
-"""Standard tags every run gets: code version, package versions, host and entry point."""
+"""Every `mlops.*` tag name, in one place, and the standard tags every run gets (code version, package
+versions, host and entry point)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,24 @@ GIT_DIRTY_TAG = "mlops.git.dirty"
 HOST_TAG = "mlops.host"
 VERSION_TAG_PREFIX = "mlops.version."
 ERROR_TAG = "mlops.error"
+
+# --- what a training run is -------------------------------------------------------------------------
+ROLE_TAG = "mlops.role"  # baseline | candidate | sweep | promotion; promotion compares against baselines
+MODEL_TAG = "mlops.model"
+TASK_TAG = "mlops.task"
+DATASET_TAG = "mlops.dataset"
+DATASET_DIGEST_TAG = "mlops.dataset_digest"
+TEST_DIGEST_TAG = "mlops.test_digest"
+BASELINE_RUN_TAG = "mlops.baseline_run_id"  # on a candidate: the baseline run of its data
+
+# --- how a torch run ran ----------------------------------------------------------------------------
+DEVICE_TAG = "mlops.device"
+AMP_TAG = "mlops.amp"
+WORLD_SIZE_TAG = "mlops.world_size"
+TORCHRUN_RESTARTS_TAG = "mlops.torchrun_restarts"
+SANITY_CHECK_LOSS_TAG = "mlops.sanity_check_loss"
+RESUMED_FROM_EPOCH_TAG = "mlops.resumed_from_epoch"
+RESUMED_RUN_ID_TAG = "mlops.resumed_run_id"  # on the launcher's own run of a resume: the continued run
 
 # distribution name -> tag suffix
 _PACKAGES = {

@@ -1,5 +1,5 @@
 """Starts the PyTorch job under torchrun (`torch.distributed.run`): `mlops train torch --nproc-per-node 2`
-and `mlflow run . -e train_torch -P nproc_per_node=2` come here.
+and the MLproject entry point `train_torch` with `-P nproc_per_node=2` come here.
 
 No launcher of our own: this builds torchrun's command line from the config and runs torchrun in this
 process. Its elastic agent starts one worker per rank (`python -m mlops_platform train torch` with the

@@ -3,11 +3,11 @@
 Training modules take standardized features; `ExportedClassifier` carries the standardization fitted on
 the training split as buffers and ends in a softmax, so what is logged to MLflow takes raw features.
 
-Serving contract of the logged model (mlflow pytorch flavor, `models:/<model_id>` or a registered name):
+Serving contract of the logged model (MLflow's pytorch flavor, `models:/<model_id>` or a registered name):
     input:  float32, shape (n_rows, n_features): the RAW feature columns of the dataset, in the order of
             the training data (`feature_names` in the model's metadata; digits: pixel_0_0 ... pixel_7_7,
             values 0..16). A pandas DataFrame with those columns or a 2-D numpy array both work with
-            `mlflow.pyfunc.load_model(uri).predict(...)` and `mlflow models serve`.
+            MLflow's pyfunc `load_model(uri).predict(...)` and its `models serve` command.
     output: float32, shape (n_rows, n_classes): class probabilities (rows sum to 1), column i is the
             i-th entry of `class_labels` in the model's metadata.
 """

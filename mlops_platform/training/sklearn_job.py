@@ -1,6 +1,6 @@
 """The `train_sklearn` job: load and split the data, cross-validate, fit, score, and log it all.
 
-    mlflow run . -e train_sklearn -P dataset=digits -P model=svc
+    MLproject entry point train_sklearn (-P dataset=digits -P model=svc)
     mlops train sklearn --dataset diabetes --model ridge
 
 Order matters: everything a user can get wrong (the dataset, the target, the model for the task, a
@@ -28,6 +28,16 @@ from mlops_platform.data import DataError, Dataset, Splits, load_dataset, split_
 from mlops_platform.errors import UserError
 from mlops_platform.preprocessing import build_preprocessor, with_preprocessing
 from mlops_platform.tracking.interface import Run, Tracker
+from mlops_platform.tracking.signatures import SKLEARN_SERVING_PACKAGES, column_signature, pinned
+from mlops_platform.tracking.tags import (
+    BASELINE_RUN_TAG,
+    DATASET_DIGEST_TAG,
+    DATASET_TAG,
+    MODEL_TAG,
+    ROLE_TAG,
+    TASK_TAG,
+    TEST_DIGEST_TAG,
+)
 from mlops_platform.training.sklearn_models import (
     build_pipeline,
     hyperparameters_of,
@@ -37,21 +47,12 @@ from mlops_platform.training.sklearn_models import (
 
 ENTRY_POINT = "train_sklearn"
 BASELINE_MODEL = "baseline"
-ROLE_TAG = "mlops.role"  # "baseline" or "candidate"; promotion compares candidates against baselines
-DATASET_TAG = "mlops.dataset"
-DATASET_DIGEST_TAG = "mlops.dataset_digest"
-TEST_DIGEST_TAG = "mlops.test_digest"
-MODEL_TAG = "mlops.model"
-TASK_TAG = "mlops.task"
-BASELINE_RUN_TAG = "mlops.baseline_run_id"
 LATENCY_REPEATS = 3
 COLUMN_ROLES_ARTIFACT = "column_roles.json"
 # Models that take NaN in their input themselves, so impute=none can leave missing numbers as they are.
 _TAKES_MISSING = ("hist_gb", BASELINE_MODEL)
 # MLflow's hint that integer columns cannot hold missing values: our labels and counts never miss any.
 _INTEGER_SCHEMA_HINT = ".*integer column"
-# What a served scikit-learn pipeline needs, pinned to the versions it was trained with.
-_MODEL_PACKAGES = ["mlflow", "scikit-learn", "numpy", "pandas", "scipy"]
 
 # scikit-learn scorer per metric; "neg_" scorers are negated back so every metric reads naturally.
 _CV_SCORERS = {
@@ -346,8 +347,6 @@ def _log_model(
 ) -> Any:
     import skops.io
 
-    from mlops_platform.tracking.signatures import column_signature
-
     example = prepared.splits.train.features.head(5)
     signature = column_signature(example, trained.pipeline.predict(example))
     try:
@@ -355,10 +354,10 @@ def _log_model(
         flavor_kwargs: dict[str, Any] = {
             "skops_trusted_types": skops.io.get_untrusted_types(data=trained.serialized)
         }
-        packages = [*_MODEL_PACKAGES, "skops"]
+        packages = [*SKLEARN_SERVING_PACKAGES, "skops"]
     except Exception:  # the bytes are a pickle: skops could not write this pipeline
         flavor_kwargs = {"serialization_format": "cloudpickle"}
-        packages = [*_MODEL_PACKAGES, "cloudpickle"]
+        packages = [*SKLEARN_SERVING_PACKAGES, "cloudpickle"]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_INTEGER_SCHEMA_HINT, category=UserWarning)
         return run.log_model(
@@ -369,39 +368,21 @@ def _log_model(
             registered_model_name=registered_model_name,
             # Stated, not inferred: inference loads the model in a subprocess (seconds per model) and picks
             # up whatever the process imported (torch), which a scikit-learn model does not need.
-            pip_requirements=_pinned(packages),
+            pip_requirements=pinned(packages),
             metadata={"column_roles": prepared.dataset.roles.to_dict()},
             **flavor_kwargs,
         )
-
-
-def _pinned(distributions: list[str]) -> list[str]:
-    from importlib import metadata
-
-    return [f"{name}=={metadata.version(name)}" for name in distributions]
 
 
 # ----------------------------------------------------------------------------------------------- job
 
 
 def default_baseline_finder(tracker: Tracker) -> BaselineFinder:
-    """Searches the tracking server (read-only) for a FINISHED baseline run of the same data and task."""
+    """Searches the tracker's server (read-only) for a FINISHED baseline run of the same data and task."""
+    from mlops_platform.registry.search import find_baseline_run
 
     def find(experiment_id: str, dataset_digest: str, task: str) -> str | None:
-        from mlflow import MlflowClient
-
-        from mlops_platform.settings import resolve_tracking_uri
-
-        client = MlflowClient(resolve_tracking_uri(tracker.tracking_uri))
-        runs = client.search_runs(
-            [experiment_id],
-            filter_string=(
-                f"tags.`{ROLE_TAG}` = 'baseline' AND tags.`{DATASET_DIGEST_TAG}` = '{dataset_digest}' "
-                f"AND tags.`{TASK_TAG}` = '{task}' AND attributes.status = 'FINISHED'"
-            ),
-            max_results=1,
-        )
-        return runs[0].info.run_id if runs else None
+        return find_baseline_run(experiment_id, dataset_digest, task, tracker.tracking_uri)
 
     return find
 

@@ -1,43 +1,39 @@
 """The scikit-learn estimators of the `train_sklearn` job, each built as a Pipeline with its preprocessing.
 
-One table says which models exist for which task and which hyperparameters each takes; the config
-validates against it before any run exists, and `build_pipeline` builds from it. A hyperparameter left
-unset (None) keeps the estimator's own default. Ensembles (stacking, voting) take the hyperparameters of
-their members and pass each one to every member that uses it.
+Which models exist and which hyperparameters each takes is the table in config/sklearn_models.py (the
+config validates against it); this module builds each entry of that table. Ensembles (stacking, voting)
+pass each hyperparameter to every member that uses it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-# Every tunable hyperparameter of the job, in the order `--help` and error messages list them.
-HYPERPARAMETERS: tuple[str, ...] = (
-    "c",
-    "kernel",
-    "gamma",
-    "class_weight",
-    "max_iter",
-    "n_neighbors",
-    "weights",
-    "n_estimators",
-    "max_depth",
-    "min_samples_leaf",
-    "learning_rate",
-    "alpha",
+from mlops_platform.config.sklearn_models import (
+    HYPERPARAMETERS,
+    MODEL_NAMES,
+    MODELS,
+    ModelSpec,
+    hyperparameters_of,
+    model_spec,
+    models_for,
+    unsupported_hyperparameters,
 )
 
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One model for one task: which hyperparameters it takes and how to build its pipeline."""
-
-    name: str
-    task: str
-    hyperparameters: tuple[str, ...]
-    build: Callable[[Mapping[str, Any], int], Any]
-    description: str
+# Re-exported: the table's readers import them from here too.
+__all__ = [
+    "BUILDERS",
+    "HYPERPARAMETERS",
+    "MODELS",
+    "MODEL_NAMES",
+    "ModelSpec",
+    "build_pipeline",
+    "hyperparameters_of",
+    "model_spec",
+    "models_for",
+    "unsupported_hyperparameters",
+]
 
 
 def _set(hyperparameters: Mapping[str, Any], *names: str, rename: Mapping[str, str] | None = None) -> dict:
@@ -177,92 +173,27 @@ def _stacking_regressor(hp: Mapping[str, Any], seed: int) -> Any:
     return _bare(StackingRegressor(members, final_estimator=RidgeCV(), cv=3))
 
 
-def _union(*groups: tuple[str, ...]) -> tuple[str, ...]:
-    names = {name for group in groups for name in group}
-    return tuple(name for name in HYPERPARAMETERS if name in names)
+Builder = Callable[[Mapping[str, Any], int], Any]
 
-
-_LOGREG = ("c", "max_iter", "class_weight")
-_SVC = ("c", "kernel", "gamma", "class_weight")
-_KNN = ("n_neighbors", "weights")
-_FOREST = ("n_estimators", "max_depth", "min_samples_leaf")
-_HIST_GB = ("learning_rate", "max_iter", "max_depth", "min_samples_leaf")
-_CLASSIFIER_ENSEMBLE = _union(_SVC, (*_FOREST, "class_weight"), _KNN, _LOGREG)
-
-MODELS: dict[tuple[str, str], ModelSpec] = {
-    (spec.task, spec.name): spec
-    for spec in (
-        ModelSpec("baseline", "classification", (), _baseline_classifier, "majority class (DummyClassifier)"),
-        ModelSpec(
-            "logreg", "classification", _LOGREG, _logreg, "logistic regression on standardized features"
-        ),
-        ModelSpec("svc", "classification", _SVC, _svc, "support vector machine on standardized features"),
-        ModelSpec(
-            "knn", "classification", _KNN, _knn_classifier, "k nearest neighbours on standardized features"
-        ),
-        ModelSpec(
-            "random_forest", "classification", (*_FOREST, "class_weight"), _forest_classifier, "random forest"
-        ),
-        ModelSpec("hist_gb", "classification", (*_HIST_GB, "class_weight"), _hist_gb_classifier, "boosting"),
-        ModelSpec(
-            "stacking",
-            "classification",
-            _CLASSIFIER_ENSEMBLE,
-            _stacking_classifier,
-            "svc + random_forest + knn + logreg, logistic-regression meta-learner",
-        ),
-        ModelSpec(
-            "voting",
-            "classification",
-            _CLASSIFIER_ENSEMBLE,
-            _voting_classifier,
-            "soft vote of the stacking members",
-        ),
-        ModelSpec("baseline", "regression", (), _baseline_regressor, "training mean (DummyRegressor)"),
-        ModelSpec("ridge", "regression", ("alpha",), _ridge, "ridge regression on standardized features"),
-        ModelSpec("random_forest", "regression", _FOREST, _forest_regressor, "random forest"),
-        ModelSpec("hist_gb", "regression", _HIST_GB, _hist_gb_regressor, "boosting"),
-        ModelSpec(
-            "stacking",
-            "regression",
-            _union(("alpha",), _FOREST, _HIST_GB),
-            _stacking_regressor,
-            "ridge + random_forest + hist_gb, RidgeCV meta-learner",
-        ),
-    )
+# (task, model) -> how to build it; one entry per entry of the table (tests check they match).
+BUILDERS: dict[tuple[str, str], Builder] = {
+    ("classification", "baseline"): _baseline_classifier,
+    ("classification", "logreg"): _logreg,
+    ("classification", "svc"): _svc,
+    ("classification", "knn"): _knn_classifier,
+    ("classification", "random_forest"): _forest_classifier,
+    ("classification", "hist_gb"): _hist_gb_classifier,
+    ("classification", "stacking"): _stacking_classifier,
+    ("classification", "voting"): _voting_classifier,
+    ("regression", "baseline"): _baseline_regressor,
+    ("regression", "ridge"): _ridge,
+    ("regression", "random_forest"): _forest_regressor,
+    ("regression", "hist_gb"): _hist_gb_regressor,
+    ("regression", "stacking"): _stacking_regressor,
 }
-
-MODEL_NAMES: tuple[str, ...] = tuple(dict.fromkeys(name for _, name in MODELS))
-
-
-def models_for(task: str) -> tuple[str, ...]:
-    return tuple(name for spec_task, name in MODELS if spec_task == task)
-
-
-def hyperparameters_of(model: str, task: str | None = None) -> tuple[str, ...]:
-    """The hyperparameters `model` takes for `task`; for task None, those it takes for any task."""
-    groups = [spec.hyperparameters for (spec_task, name), spec in MODELS.items() if name == model]
-    if task is not None:
-        groups = [MODELS[(task, model)].hyperparameters] if (task, model) in MODELS else []
-    return _union(*groups)
-
-
-def model_spec(model: str, task: str) -> ModelSpec:
-    """The spec of `model` for `task`; KeyError naming the models that exist for the task otherwise."""
-    try:
-        return MODELS[(task, model)]
-    except KeyError:
-        raise KeyError(
-            f"model {model!r} is not available for {task}; valid: {', '.join(models_for(task))}"
-        ) from None
-
-
-def unsupported_hyperparameters(model: str, task: str | None, values: Mapping[str, Any]) -> list[str]:
-    """Names of hyperparameters set (non-None) in `values` that `model` does not take."""
-    allowed = set(hyperparameters_of(model, task))
-    return [name for name in HYPERPARAMETERS if values.get(name) is not None and name not in allowed]
 
 
 def build_pipeline(model: str, task: str, hyperparameters: Mapping[str, Any], seed: int) -> Any:
     """A fresh, unfitted Pipeline whose last step is named `model`."""
-    return model_spec(model, task).build(hyperparameters, seed)
+    spec = model_spec(model, task)  # KeyError naming the models of the task
+    return BUILDERS[(spec.task, spec.name)](hyperparameters, seed)

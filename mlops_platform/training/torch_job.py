@@ -1,4 +1,4 @@
-"""The PyTorch training job (`mlflow run . -e train_torch`, `mlops train torch`): wires config, data,
+"""The PyTorch training job (MLproject entry point `train_torch`, `mlops train torch`): wires config, data,
 model, loop and tracker.
 
 Order of work, so that every mistake a user can make fails before a tracking run exists: resolve the
@@ -20,9 +20,9 @@ SAME run is continued, and metric (key, step) pairs the run already holds are no
 
 Data parallel (`nproc_per_node`/`nnodes` above 1, or started by the user's own torchrun): without
 torchrun around it, the job starts torchrun (training/launcher.py) and every rank runs this module
-again. Rank 0 owns the run (`mlflow run`'s, a resumed one, or a new one) and sends its id to the other
-ranks; they never talk to the tracking server. Rank 0 reads the checkpoint to resume from and hands it
-to every rank. After a torchrun restart (`max_restarts`), rank 0 finds the job's run in
+again. Rank 0 owns the run (the MLproject launcher's, a resumed one, or a new one) and sends its id to
+the other ranks; they never talk to the tracking server. Rank 0 reads the checkpoint to resume from and
+hands it to every rank. After a torchrun restart (`max_restarts`), rank 0 finds the job's run in
 `$MLOPS_HOME/torchrun/<rendezvous id>.json` and continues it from its last checkpoint, like a resume.
 System metrics are sampled on every node and logged by rank 0 as `system/node_<k>/...` (see
 training/node_metrics.py).
@@ -52,6 +52,15 @@ from mlops_platform.evaluation import (
 )
 from mlops_platform.settings import mlops_home
 from mlops_platform.tracking.interface import MetricsSink, Run, Tracker
+from mlops_platform.tracking.tags import (
+    AMP_TAG,
+    DEVICE_TAG,
+    RESUMED_FROM_EPOCH_TAG,
+    RESUMED_RUN_ID_TAG,
+    SANITY_CHECK_LOSS_TAG,
+    TORCHRUN_RESTARTS_TAG,
+    WORLD_SIZE_TAG,
+)
 from mlops_platform.training.checkpoint import CheckpointError, load_checkpoint
 from mlops_platform.training.device import Precision, configure_cpu_threads, resolve_device, resolve_precision
 from mlops_platform.training.distributed import World, check_batch_size, process_group, rank_device
@@ -226,7 +235,8 @@ def train_with_tracking(
     world: World | None = None,
     attach_run_id: str | None = None,
 ) -> str:
-    """Open the run (new, `mlflow run`'s, or the resumed one), train, evaluate, log; return the run id.
+    """Open the run (new, the MLproject launcher's, or the resumed one), train, evaluate, log; return the
+    run id.
 
     In a data-parallel job this is rank 0's part: it owns the run and sends its id to the other ranks.
     """
@@ -253,15 +263,13 @@ def train_with_tracking(
         if attach_run_id is None:
             run.log_config(config.to_params())
             prepared.splits.log_to(run)
-        tags = {"mlops.device": precision.device, "mlops.amp": precision.amp_name}
+        tags = {DEVICE_TAG: precision.device, AMP_TAG: precision.amp_name}
         if world.distributed:
-            tags.update(
-                {"mlops.world_size": str(world.size), "mlops.torchrun_restarts": str(world.restart_count)}
-            )
+            tags.update({WORLD_SIZE_TAG: str(world.size), TORCHRUN_RESTARTS_TAG: str(world.restart_count)})
         if sanity_loss is not None:
-            tags["mlops.sanity_check_loss"] = f"{sanity_loss:.5f}"
+            tags[SANITY_CHECK_LOSS_TAG] = f"{sanity_loss:.5f}"
         if resume_state is not None:
-            tags["mlops.resumed_from_epoch"] = str(resume_state["epoch"])
+            tags[RESUMED_FROM_EPOCH_TAG] = str(resume_state["epoch"])
         if config.resume_from:
             point_launcher_run_at(run)
         run.set_tags(tags)
@@ -336,11 +344,12 @@ class DiscardMetrics:
 
 # -------------------------------------------------------------------------------------------- resume
 def point_launcher_run_at(run: Run) -> None:
-    """`mlflow run -P resume_from=ID` creates a run of its own before this job starts; the training
-    continues in run ID, so the launcher's run says where to look instead of standing empty."""
+    """Running the MLproject entry point with `-P resume_from=ID` creates a run of its own before this job
+    starts; the training continues in run ID, so the launcher's run says where to look instead of
+    standing empty."""
     launcher_run_id = os.environ.get("MLFLOW_RUN_ID")
     if launcher_run_id and launcher_run_id != run.run_id:
-        run.tag_run(launcher_run_id, {"mlops.resumed_run_id": run.run_id})
+        run.tag_run(launcher_run_id, {RESUMED_RUN_ID_TAG: run.run_id})
 
 
 def fetch_checkpoint(run_id: str) -> dict[str, Any]:
@@ -359,23 +368,15 @@ def _fetch_checkpoint(run_id: str) -> dict[str, Any]:
     local = checkpoint_path(run_id)
     if local.is_file():
         return load_checkpoint(local)
-    import mlflow
-    from mlflow.exceptions import MlflowException
+    from mlops_platform.tracking.artifacts import ArtifactUnavailable, download_run_artifact
 
-    from mlops_platform.settings import resolve_tracking_uri
-
+    artifact = f"{CHECKPOINT_ARTIFACT_DIR}/{CHECKPOINT_FILE}"
     with tempfile.TemporaryDirectory() as folder:
         try:
-            downloaded = mlflow.artifacts.download_artifacts(
-                run_id=run_id,
-                artifact_path=f"{CHECKPOINT_ARTIFACT_DIR}/{CHECKPOINT_FILE}",
-                dst_path=folder,
-                tracking_uri=resolve_tracking_uri(),
-            )
-        except (MlflowException, OSError) as error:
+            downloaded = download_run_artifact(run_id, artifact, folder)
+        except ArtifactUnavailable as error:
             raise UserError(
-                f"resume_from={run_id!r}: no checkpoint found for this run ({CHECKPOINT_ARTIFACT_DIR}/"
-                f"{CHECKPOINT_FILE}): {str(error).splitlines()[0]}"
+                f"resume_from={run_id!r}: no checkpoint found for this run ({artifact}): {error}"
             ) from None
         return load_checkpoint(downloaded)
 
@@ -490,7 +491,7 @@ def log_exported_model(
     The signature is a float32 tensor (-1, n_features): MLflow's pt2 format (torch.export, no pickled
     code) needs a tensor signature. Feature names and class labels go into the model's metadata.
     """
-    from mlflow.models import infer_signature
+    from mlops_platform.tracking.signatures import tensor_signature
 
     exported = exported_classifier(model, prepared)
     example = prepared.splits.train.features.head(INPUT_EXAMPLE_ROWS).to_numpy(np.float32, copy=True)
@@ -500,7 +501,7 @@ def log_exported_model(
         "pytorch",
         exported,
         input_example=example,
-        signature=infer_signature(example, output),
+        signature=tensor_signature(example, output),
         registered_model_name=registered_model_name,
         # Explicit requirements: MLflow's inference would reload the model in a subprocess (seconds).
         pip_requirements=pytorch_requirements(),

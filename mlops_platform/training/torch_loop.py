@@ -1,4 +1,4 @@
-"""The PyTorch training loop. It never imports mlflow: it reports to a `MetricsSink` (the tracker's run
+"""The PyTorch training loop. It never imports MLflow: it reports to a `MetricsSink` (the tracker's run
 object, or a recording one in tests) and hands finished checkpoint files to a callback.
 
 What it guarantees:

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 
 from mlops_platform.config.base import ConfigError
-from mlops_platform.config.train_sklearn import ModelName, TrainSklearnConfig
-from mlops_platform.data import load_dataset, split_dataset
-from mlops_platform.training.sklearn_models import (
+from mlops_platform.config.sklearn_models import (
     HYPERPARAMETERS,
     MODEL_NAMES,
     MODELS,
-    build_pipeline,
     hyperparameters_of,
     models_for,
 )
+from mlops_platform.config.train_sklearn import ModelName, TrainSklearnConfig
+from mlops_platform.data import load_dataset, split_dataset
+from mlops_platform.training.sklearn_models import BUILDERS, build_pipeline
 
 
 def test_config_model_choices_match_the_table():
@@ -26,6 +26,10 @@ def test_config_model_choices_match_the_table():
         "baseline", "logreg", "svc", "knn", "random_forest", "hist_gb", "stacking", "voting",
     )  # fmt: skip
     assert models_for("regression") == ("baseline", "ridge", "random_forest", "hist_gb", "stacking")
+
+
+def test_every_model_of_the_table_has_a_builder_and_no_builder_is_left_over():
+    assert set(BUILDERS) == set(MODELS)
 
 
 def test_every_hyperparameter_is_a_config_field_defaulting_to_none():
