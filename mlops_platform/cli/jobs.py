@@ -47,11 +47,14 @@ def _option_for(name: str, field: Any) -> click.Option:
     )
 
 
-def _explain_on_mlflow_run(message: str) -> None:
-    """Under `mlflow run` the run exists before our parameters are checked: say on it why it failed.
+def _explain_on_mlflow_run(message: str, keep_existing: bool = False) -> None:
+    """Under `mlflow run` the run exists before our parameters and data are checked: say on it why it
+    failed.
 
     MLflow then marks it FAILED; the tag puts the reason where the UI and searches show it, instead of
-    leaving an empty failed run. Outside `mlflow run` no run exists and nothing is written.
+    leaving an empty failed run. Outside `mlflow run` no run exists and nothing is written. With
+    `keep_existing`, a reason the tracker already recorded (the error came from inside the run, with its
+    type and traceback) is left as it is.
     """
     run_id = os.environ.get("MLFLOW_RUN_ID")
     if not run_id:
@@ -63,7 +66,10 @@ def _explain_on_mlflow_run(message: str) -> None:
     from mlops_platform.tracking.tags import ERROR_TAG
 
     try:
-        MlflowClient(resolve_tracking_uri()).set_tag(run_id, ERROR_TAG, message[:5000])
+        client = MlflowClient(resolve_tracking_uri())
+        if keep_existing and ERROR_TAG in client.get_run(run_id).data.tags:
+            return
+        client.set_tag(run_id, ERROR_TAG, message[:5000])
     except MlflowException as error:  # the parameter error below is what the user must see
         click.echo(f"warning: could not tag run {run_id} with the error: {error}", err=True)
 
@@ -101,6 +107,8 @@ def job_command(entry: EntryPoint) -> click.Command:
         try:
             entry.load_job()(config)
         except UserError as error:
+            # A data error (a missing file, a bad column) is found before the job opens its run.
+            _explain_on_mlflow_run(str(error), keep_existing=True)
             raise click.ClickException(str(error)) from None
 
     return click.Command(

@@ -78,6 +78,7 @@ class TrackedRun:
         self._tag_overflow: dict[str, str] = {}
         self._metric_names: set[str] = set()
         self._previous_handlers: dict[int, Any] = {}
+        self._end_time_ms = 0
         self._journal: Journal | None = None
         self._sender: Sender | None = None
         self._heartbeat: Heartbeat | None = None
@@ -127,7 +128,9 @@ class TrackedRun:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        self._restore_signal_handlers()
+        # While the run ends, a second SIGTERM/SIGINT must not cut the delivery of its end short: Ctrl-C
+        # reaches both `mlflow run` and the job, and the launcher then sends the job a SIGTERM of its own.
+        self._ignore_signals_while_closing()
         if exc_type is None:
             status = "FINISHED"
         elif issubclass(exc_type, (RunKilled, KeyboardInterrupt)):
@@ -143,8 +146,19 @@ class TrackedRun:
                 file=sys.stderr,
             )
         finally:
-            self._close(status)
+            try:
+                self._close(status)
+            finally:
+                self._restore_signal_handlers()
+        if status == "KILLED" and self._launched_by_mlflow_run():
+            from mlops_platform.tracking.killed_guard import start_guard
+
+            start_guard(self.run_id, self._end_time_ms, self.tracking_uri)
         return False
+
+    def _launched_by_mlflow_run(self) -> bool:
+        """This run is the one `mlflow run` made for the job, which its launcher ends after the job."""
+        return self._use_env_run and os.environ.get("MLFLOW_RUN_ID") == self.run_id
 
     def _start_or_attach(self):
         client = self.client
@@ -211,8 +225,9 @@ class TrackedRun:
         finally:
             if self._heartbeat is not None:
                 self._heartbeat.stop()
+        self._end_time_ms = int(time.time() * 1000)
         try:
-            self._journal.append_end(status, int(time.time() * 1000))
+            self._journal.append_end(status, self._end_time_ms)
             end_journaled = True
         except OSError as error:  # a full disk: what is journaled is delivered, the end goes direct
             print(f"tracking: run {self.run_id}: {error}; ending it on the server directly", file=sys.stderr)
@@ -249,6 +264,13 @@ class TrackedRun:
 
         for sig in _TERMINATING_SIGNALS:
             self._previous_handlers[sig] = signal.signal(sig, handler)
+
+    def _ignore_signals_while_closing(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in _TERMINATING_SIGNALS:
+            previous = signal.signal(sig, signal.SIG_IGN)
+            self._previous_handlers.setdefault(sig, previous)
 
     def _restore_signal_handlers(self) -> None:
         for sig, previous in self._previous_handlers.items():
