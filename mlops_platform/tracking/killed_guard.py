@@ -22,12 +22,14 @@ import sys
 import time
 from pathlib import Path
 
+from mlops_platform.tracking.tags import KILLED_REASSERTED_TAG
+
 KILLED = "KILLED"
 POLL_S = 0.25
 # Upper bound on the watch: MLflow's launcher writes within a second or two of the job's exit.
 WATCH_S = 60.0
 # Set on the run when the guard had to restore KILLED, so the overwrite is visible, not silent.
-REASSERTED_TAG = "mlops.killed_reasserted"
+REASSERTED_TAG = KILLED_REASSERTED_TAG
 
 
 def find_launcher(pid: int | None = None) -> int | None:

@@ -16,6 +16,8 @@ GIT_DIRTY_TAG = "mlops.git.dirty"
 HOST_TAG = "mlops.host"
 VERSION_TAG_PREFIX = "mlops.version."
 ERROR_TAG = "mlops.error"
+# Set when a run `mlflow run`'s launcher had overwritten with FAILED is made KILLED again (killed_guard.py).
+KILLED_REASSERTED_TAG = "mlops.killed_reasserted"
 
 # --- what a training run is -------------------------------------------------------------------------
 ROLE_TAG = "mlops.role"  # baseline | candidate | sweep | promotion; promotion compares against baselines
