@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "registry": "mlops_platform.cli.registry:registry",
     "serve": "mlops_platform.cli.serving:serve",
     "predict": "mlops_platform.cli.serving:predict",
+    "skew": "mlops_platform.cli.skew:skew",
 }
 
 # Commands inside a job group that are not jobs themselves: group word -> {name: "module:click object"}.

@@ -13,12 +13,15 @@ caller can pass them as `kinds` instead.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import pandas as pd
 
 PROFILE_VERSION = 1
+# The profile's file in a logged model's folder (beside MLmodel), where both trainers put it.
+PROFILE_FILE = "skew_profile.json"
 # Quantiles taken for the numeric edges (fewer when values repeat).
 QUANTILES = 20
 Kind = Literal["numeric", "categorical"]
@@ -98,6 +101,43 @@ def build_profile(
     for key, values in (("label", labels), ("validation_predictions", validation_predictions)):
         if values is not None:
             profile[key] = _target_profile(values)
+    return profile
+
+
+def kinds_from_roles(roles: Mapping[str, Any]) -> dict[str, Kind]:
+    """Profile kinds from column roles (`ColumnRoles.to_dict()`): numeric columns are numeric; categorical
+    ones (numeric codes included) and booleans are categorical, as the preprocessing treats them."""
+    kinds: dict[str, Kind] = {name: "numeric" for name in roles.get("numeric", ())}
+    for role in ("categorical", "boolean"):
+        kinds.update({name: "categorical" for name in roles.get(role, ())})
+    return kinds
+
+
+def model_profile(
+    features: pd.DataFrame,
+    roles: Mapping[str, Any],
+    labels: Any,
+    predictions: Any,
+    predictions_split: str = "validation",
+    output_classes: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The profile a trainer stores with its model (as PROFILE_FILE, via the tracker's `model_files`).
+
+    Args:
+        features: the training split, the model's input columns (`roles["used"]`, in their order).
+        roles: the column roles the preprocessing was built from (`ColumnRoles.to_dict()`).
+        labels: the training labels.
+        predictions: the model's predictions on `predictions_split` (classes, or numbers for regression),
+            as the served predictions will be read (see `output_classes`).
+        predictions_split: "validation", or "test" when the job kept no validation split.
+        output_classes: when the served output is one probability per class, the class of each output
+            column (the served prediction is then that of the arg-max column).
+    """
+    used = list(roles.get("used") or features.columns)
+    profile = build_profile(features[used], labels, predictions, kinds_from_roles(roles))
+    profile["predictions_split"] = predictions_split
+    if output_classes is not None:
+        profile["output_classes"] = [str(label) for label in output_classes]
     return profile
 
 

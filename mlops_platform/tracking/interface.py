@@ -91,9 +91,11 @@ class Run(Protocol):
         input_example: Any = None,
         signature: Any = None,
         registered_model_name: str | None = None,
+        model_files: Mapping[str, Any] | None = None,
         **flavor_kwargs: Any,
     ) -> Any:
-        """Log `model` with MLflow's `flavor`; returns an object whose `model_uri` names it."""
+        """Log `model` with MLflow's `flavor`; returns an object whose `model_uri` names it.
+        `model_files`: JSON documents (file name -> value) stored in the model's folder."""
 
 
 @runtime_checkable

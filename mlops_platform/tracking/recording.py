@@ -33,6 +33,7 @@ class RecordedModel:
     signature: Any = None
     registered_model_name: str | None = None
     kwargs: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)  # model_files: JSON documents stored with the model
 
 
 class RecordingRun:
@@ -145,6 +146,7 @@ class RecordingRun:
         input_example=None,
         signature=None,
         registered_model_name: str | None = None,
+        model_files: Mapping[str, Any] | None = None,
         **flavor_kwargs,
     ) -> RecordedModel:
         recorded = RecordedModel(
@@ -155,6 +157,7 @@ class RecordingRun:
             signature,
             registered_model_name,
             flavor_kwargs,
+            json.loads(json.dumps(dict(model_files or {}), default=str)),
         )
         self.models.append(recorded)
         return recorded

@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -434,24 +435,42 @@ class TrackedRun:
         input_example=None,
         signature=None,
         registered_model_name: str | None = None,
+        model_files: Mapping[str, Any] | None = None,
         **flavor_kwargs,
     ):
         """Log `model` with MLflow's `flavor` ("sklearn", "pytorch", ...) as a LoggedModel of this run.
 
+        `model_files` are JSON documents (file name -> JSON-ready value) stored in the model's own
+        folder beside MLmodel, such as the skew profile: they travel with the model wherever a
+        registered version goes, which a run artifact would not. They are uploaded before the version
+        is registered, so a registered version never lacks them.
+
         Returns the flavor's ModelInfo (`model_uri` is "models:/<model_id>").
         """
+        import mlflow
+
         module = importlib.import_module(f"mlflow.{flavor}")
         # Flush first: MLflow copies the run's metrics at the model's step onto the LoggedModel.
         self.flush(timeout=self.tracker.close_timeout)
         with self._fluent_scope():
-            return module.log_model(
+            info = module.log_model(
                 model,
                 name="model",
                 input_example=input_example,
                 signature=signature,
-                registered_model_name=registered_model_name,
+                registered_model_name=None if model_files else registered_model_name,
                 **flavor_kwargs,
             )
+            if not model_files:
+                return info
+            with tempfile.TemporaryDirectory() as folder:
+                for file_name, document in model_files.items():
+                    Path(folder, file_name).write_text(json.dumps(document, default=str))
+                self.client.log_model_artifacts(info.model_id, folder)
+            if registered_model_name:
+                version = mlflow.register_model(info.model_uri, registered_model_name)
+                info.registered_model_version = version.version
+            return info
 
     @contextlib.contextmanager
     def _fluent_scope(self) -> Iterator[None]:

@@ -27,6 +27,7 @@ from mlops_platform.config.train_sklearn import TrainSklearnConfig
 from mlops_platform.data import DataError, Dataset, Splits, load_dataset, split_dataset
 from mlops_platform.errors import UserError
 from mlops_platform.preprocessing import build_preprocessor, with_preprocessing
+from mlops_platform.skew.profile import PROFILE_FILE, model_profile
 from mlops_platform.tracking.interface import Run, Tracker
 from mlops_platform.tracking.signatures import SKLEARN_SERVING_PACKAGES, column_signature, pinned
 from mlops_platform.tracking.tags import (
@@ -370,8 +371,21 @@ def _log_model(
             # up whatever the process imported (torch), which a scikit-learn model does not need.
             pip_requirements=pinned(packages),
             metadata={"column_roles": prepared.dataset.roles.to_dict()},
+            model_files={PROFILE_FILE: skew_profile(prepared, trained)},
             **flavor_kwargs,
         )
+
+
+def skew_profile(prepared: PreparedData, trained: TrainedModel) -> dict[str, Any]:
+    """The training split's profile for `mlops skew`, with the predictions on validation (on test when
+    the job keeps no validation split) as the reference for the served predictions."""
+    train, validation = prepared.splits.train, prepared.splits.validation
+    if len(validation):
+        split, predictions = "validation", trained.pipeline.predict(validation.features)
+    else:
+        split, predictions = "test", trained.test_predictions
+    roles = prepared.dataset.roles.to_dict()
+    return model_profile(train.features, roles, train.target, predictions, predictions_split=split)
 
 
 # ----------------------------------------------------------------------------------------------- job

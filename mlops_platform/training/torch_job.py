@@ -51,6 +51,7 @@ from mlops_platform.evaluation import (
     misclassified_table,
 )
 from mlops_platform.settings import mlops_home
+from mlops_platform.skew.profile import PROFILE_FILE, model_profile
 from mlops_platform.tracking.interface import MetricsSink, Run, Tracker
 from mlops_platform.tracking.tags import (
     AMP_TAG,
@@ -301,8 +302,9 @@ def train_with_tracking(
             },
             step=result.epochs_run,
         )
-        log_reports(run, trainer, prepared, result, test.predictions)
-        log_exported_model(run, result.model, prepared, config.registered_model_name)
+        val_predictions = log_reports(run, trainer, prepared, result, test.predictions)
+        profile = skew_profile(prepared, val_predictions)
+        log_exported_model(run, result.model, prepared, config.registered_model_name, profile)
         return run.run_id
 
 
@@ -432,8 +434,11 @@ def logged_steps(run: Run) -> set[tuple[str, int]]:
 # ----------------------------------------------------------------------------------------- artifacts
 
 
-def log_reports(run: Run, trainer: Trainer, prepared: Prepared, result: FitResult, test_predictions) -> None:
-    """Learning curves, test confusion matrix and report, misclassified validation samples."""
+def log_reports(
+    run: Run, trainer: Trainer, prepared: Prepared, result: FitResult, test_predictions
+) -> np.ndarray:
+    """Learning curves, test confusion matrix and report, misclassified validation samples; returns the
+    validation predictions (class labels)."""
     labels = list(prepared.dataset.class_labels)
 
     def decode(indices: np.ndarray) -> np.ndarray:
@@ -457,6 +462,20 @@ def log_reports(run: Run, trainer: Trainer, prepared: Prepared, result: FitResul
     run.log_text(table.to_csv(index=False), "reports/misclassified_validation.csv")
     if prepared.dataset.image_shape is not None and len(table):
         run.log_figure(misclassified_images_figure(table, prepared), "plots/misclassified_validation.png")
+    return val_pred
+
+
+def skew_profile(prepared: Prepared, val_predictions: np.ndarray) -> dict[str, Any]:
+    """The training split's profile for `mlops skew` (raw features, as served), with the validation
+    predictions; the served output is a probability per class, so it names each column's class."""
+    train = prepared.splits.train
+    return model_profile(
+        train.features,
+        prepared.dataset.roles.to_dict(),
+        train.target,
+        val_predictions,
+        output_classes=[str(label) for label in prepared.dataset.class_labels],
+    )
 
 
 def misclassified_images_figure(table, prepared: Prepared, limit: int = 24) -> Any:
@@ -484,7 +503,11 @@ def exported_classifier(model: torch.nn.Module, prepared: Prepared) -> ExportedC
 
 
 def log_exported_model(
-    run: Run, model: torch.nn.Module, prepared: Prepared, registered_model_name: str | None
+    run: Run,
+    model: torch.nn.Module,
+    prepared: Prepared,
+    registered_model_name: str | None,
+    profile: dict[str, Any] | None = None,
 ) -> Any:
     """Log the exported classifier with the pytorch flavor, a tensor signature and an input example.
 
@@ -510,6 +533,7 @@ def log_exported_model(
             "class_labels": [str(label) for label in prepared.dataset.class_labels],
             "output": "class probabilities, one column per class_labels entry",
         },
+        model_files={PROFILE_FILE: profile} if profile is not None else None,
     )
 
 

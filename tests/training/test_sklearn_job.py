@@ -55,6 +55,12 @@ def test_classification_run_logs_metrics_artifacts_datasets_and_model():
     assert model.flavor == "sklearn" and model.registered_model_name == "wine-rf"
     assert model.signature is not None and len(model.input_example) == 5
     assert result.model_uri == model.model_uri
+    # The frozen training profile travels in the model's folder: every input column, labels, predictions.
+    profile = model.files["skew_profile.json"]
+    assert list(profile["features"]) == list(model.input_example.columns)
+    assert str(profile["rows"]) == main_run.params["data.n_train"]
+    assert set(profile["label"]["frequencies"]) == {"0", "1", "2"}
+    assert profile["predictions_split"] == "test" and "validation_predictions" in profile
 
 
 def test_baseline_run_is_its_own_run_tagged_and_never_registered():

@@ -74,6 +74,13 @@ def test_job_logs_config_datasets_metrics_artifacts_and_a_serving_model():
     assert model.flavor == "pytorch" and model.kwargs["metadata"]["feature_names"][0] == "alcohol"
     assert model.input_example.dtype == np.float32 and model.input_example.shape == (5, 13)
     assert str(model.signature.inputs.inputs[0].type) == "float32"
+    profile = model.files["skew_profile.json"]
+    assert list(profile["features"]) == model.kwargs["metadata"]["feature_names"]
+    assert (
+        profile["features"]["alcohol"]["kind"] == "numeric" and profile["predictions_split"] == "validation"
+    )
+    assert profile["output_classes"] == model.kwargs["metadata"]["class_labels"]
+    assert set(profile["validation_predictions"]["frequencies"]) <= set(profile["output_classes"])
     from mlops_platform.data import load_dataset, split_dataset
 
     dataset = load_dataset("wine")
