@@ -31,9 +31,28 @@ def test_profile_is_compact_json(digits: pd.DataFrame):
     assert profile["validation_predictions"]["frequencies"] == {"0": 0.25, "1": 0.5, "2": 0.25}
 
 
-def test_half_std_shift_of_one_feature_is_flagged_and_unshifted_traffic_is_not(digits: pd.DataFrame):
-    profile = build_profile(digits)
-    feature = "pixel_21"
+@pytest.fixture(scope="module")
+def trained_profile() -> dict:
+    """The profile the sklearn trainer stores with a real digits model (its training split only)."""
+    from mlops_platform.config.train_sklearn import TrainSklearnConfig
+    from mlops_platform.tracking import RecordingTracker
+    from mlops_platform.training import sklearn_job
+
+    tracker = RecordingTracker()
+    config = TrainSklearnConfig.parse({"dataset": "digits", "model": "knn", "cv_folds": 2, "baseline": False})
+    sklearn_job.run(config, tracker=tracker)
+    [model] = tracker.last_run.models
+    return model.files["skew_profile.json"]
+
+
+def test_half_std_shift_of_one_feature_is_flagged_and_unshifted_traffic_is_not(
+    digits: pd.DataFrame, trained_profile: dict
+):
+    """Served windows of 1,000 rows drawn from the digits data, against the trained model's profile."""
+    profile = trained_profile
+    digits = digits.set_axis(list(profile["features"]), axis=1)  # the trainer's names: pixel_<row>_<col>
+    assert profile["rows"] < len(digits)  # the training split, not the whole data set
+    feature = "pixel_2_5"
     shift = 0.5 * digits[feature].std()
     rng = np.random.default_rng(0)
     flagged_shifted = flagged_clean = wrong_feature = 0
