@@ -105,7 +105,8 @@ def _clean() -> None:
     "--stale-after",
     default="10m",
     show_default=True,
-    help="A RUNNING run whose heartbeat is older than this (e.g. 90s, 10m, 2h) is marked KILLED.",
+    help="A RUNNING run whose heartbeat is older than this (e.g. 90s, 10m, 2h), on the tracking server's "
+    "clock, is marked KILLED; a run whose recorded heartbeat interval is longer gets 3 of its intervals.",
 )
 @click.option("--experiment", "experiments", multiple=True, help="Only this experiment (name; repeatable).")
 @click.option("--dry-run", is_flag=True, help="List the runs that would be marked, change nothing.")

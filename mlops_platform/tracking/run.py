@@ -31,8 +31,9 @@ from mlops_platform.tracking.heartbeat import Heartbeat, heartbeat_value
 from mlops_platform.tracking.interface import DeliverySettings
 from mlops_platform.tracking.journal import Journal, JournalLocked, JournalMeta
 from mlops_platform.tracking.sender import Sender
+from mlops_platform.tracking.server_clock import ServerClock
 from mlops_platform.tracking.system_metrics import SystemMetricsSampler
-from mlops_platform.tracking.tags import ERROR_TAG, HEARTBEAT_TAG, standard_tags
+from mlops_platform.tracking.tags import ERROR_TAG, HEARTBEAT_INTERVAL_TAG, HEARTBEAT_TAG, standard_tags
 
 _log = logging.getLogger(__name__)
 CONFIG_ARTIFACT = "config.json"
@@ -91,6 +92,7 @@ class TrackedRun:
         from mlflow import MlflowClient
 
         self.client = MlflowClient(self.tracking_uri)
+        self._clock = ServerClock(self.tracking_uri)
         run = self._start_or_attach()
         self.run_id, self.experiment_id = run.info.run_id, run.info.experiment_id
         self._params = dict(run.data.params)
@@ -114,7 +116,7 @@ class TrackedRun:
         try:
             self._sender.start()
             self.set_tags({**standard_tags(self._entry_point), **self._user_tags})
-            self._heartbeat = Heartbeat(self.client, self.run_id, tracker.heartbeat_interval)
+            self._heartbeat = Heartbeat(self.client, self.run_id, tracker.heartbeat_interval, self._clock.now)
             self._heartbeat.start()
             if tracker.system_metrics_interval:
                 self._sampler = SystemMetricsSampler(self.log_metrics, tracker.system_metrics_interval)
@@ -170,12 +172,21 @@ class TrackedRun:
                 raise UserError(f"run {run_id} is deleted; restore it or start a new run")
             if run.info.status != "RUNNING":
                 client.update_run(run_id, status="RUNNING")
-            client.set_tag(run_id, HEARTBEAT_TAG, heartbeat_value())
+            client.set_tag(run_id, HEARTBEAT_INTERVAL_TAG, self._heartbeat_interval_value())
+            client.set_tag(run_id, HEARTBEAT_TAG, heartbeat_value(self._clock.now()))
             return client.get_run(run_id)
         from mlflow.tracking.context.registry import resolve_tags
 
-        tags = resolve_tags({HEARTBEAT_TAG: heartbeat_value()})
+        tags = resolve_tags(
+            {
+                HEARTBEAT_TAG: heartbeat_value(self._clock.now()),
+                HEARTBEAT_INTERVAL_TAG: self._heartbeat_interval_value(),
+            }
+        )
         return client.create_run(self._experiment_id(), run_name=self._run_name, tags=tags)
+
+    def _heartbeat_interval_value(self) -> str:
+        return f"{self.tracker.heartbeat_interval:g}"
 
     def _experiment_id(self) -> str:
         name = self._experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME")

@@ -9,7 +9,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-HEARTBEAT_TAG = "mlops.heartbeat"  # epoch seconds of the last sign of life of the run's process
+HEARTBEAT_TAG = "mlops.heartbeat"  # epoch seconds (server clock) of the last sign of life of its process
+HEARTBEAT_INTERVAL_TAG = "mlops.heartbeat_interval"  # seconds between beats of the process that owns it
 ENTRY_POINT_TAG = "mlops.entry_point"
 GIT_COMMIT_TAG = "mlflow.source.git.commit"  # MLflow's own tag: the UI shows it
 GIT_DIRTY_TAG = "mlops.git.dirty"
