@@ -76,7 +76,7 @@ def test_sigkill_then_sync_delivers_and_reaper_marks_killed(sqlite_tracking_uri,
         "--send-interval",
         "3600",
         "--heartbeat-interval",
-        "3600",
+        "0.3",  # the reaper waits for 3 missed beats of the run's own interval, and at least --stale-after
     )
     run_id = _read_until(trainer, "run")
     _read_until(trainer, "logged")
@@ -99,7 +99,7 @@ def test_sigkill_then_sync_delivers_and_reaper_marks_killed(sqlite_tracking_uri,
     again = subprocess.run([*MLOPS, "sync"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert "nothing to sync" in again.stdout
 
-    # The heartbeat was set at start only; after a second it is stale.
+    # The heartbeat stopped with the process; a second and a half later it is stale.
     time.sleep(1.5)
     reaped = subprocess.run(
         [*MLOPS, "runs", "reap", "--stale-after", "1s", "--experiment", name],
