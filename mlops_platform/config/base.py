@@ -49,8 +49,13 @@ class JobConfig(BaseModel):
             raise ConfigError(describe_validation_error(error)) from None
 
     def to_params(self) -> dict[str, Any]:
-        """The resolved config as a flat dict, as it is logged and stored in checkpoints."""
+        """The resolved config as a flat dict, as it is stored in checkpoints and `config.json`."""
         return self.model_dump(mode="json")
+
+    def logged_params(self) -> dict[str, Any]:
+        """The run params: the resolved config less the fields that mean nothing for this config (a CNN's
+        channels on an MLP run); `config.json` keeps them all."""
+        return self.to_params()
 
 
 def registrable_model_name(value: str | None) -> str | None:

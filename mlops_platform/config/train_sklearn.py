@@ -100,3 +100,23 @@ class TrainSklearnConfig(TableConfig):
     def hyperparameters(self) -> dict[str, object]:
         """The hyperparameter fields and their values (None = estimator default)."""
         return {name: getattr(self, name) for name in HYPERPARAMETERS}
+
+    def logged_params(self, task: str | None = None) -> dict[str, object]:
+        """The params less the hyperparameters `model` does not take for `task` (default: the config's)."""
+        resolved = task or (None if self.task == "auto" else self.task)
+        applicable = set(hyperparameters_of(self.model, resolved))
+        return {
+            name: value
+            for name, value in self.to_params().items()
+            if name not in HYPERPARAMETERS or name in applicable
+        }
+
+    def for_model(self, model: str) -> TrainSklearnConfig:
+        """This job's config as the run that trains `model` (the baseline beside the candidate) has it:
+        that model, none of the candidate's hyperparameters, no name or registration of its own."""
+        if model == self.model:
+            return self
+        cleared: dict[str, object] = dict.fromkeys(HYPERPARAMETERS)
+        return self.model_copy(
+            update={**cleared, "model": model, "run_name": None, "registered_model_name": None}
+        )

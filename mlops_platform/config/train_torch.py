@@ -24,6 +24,18 @@ LAUNCH_FIELDS: tuple[str, ...] = ("nproc_per_node", "nnodes", "node_rank", "rdzv
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _HOST_PORT = re.compile(r"^\[?[A-Za-z0-9_.:-]+\]?:\d{1,5}$")
 MONITOR_METRICS: tuple[str, ...] = ("val_loss", "val_accuracy", "val_f1_macro")
+# Fields that mean something only for some values of another field: field -> (that field, its values).
+# A run's params leave the others out (its config.json keeps them).
+CONDITIONAL_FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "hidden_sizes": ("model", ("mlp",)),
+    "channels": ("model", ("cnn",)),
+    "momentum": ("optimizer", ("sgd",)),
+    "lr_step_size": ("scheduler", ("step",)),
+    "lr_gamma": ("scheduler", ("step", "plateau")),
+    "plateau_patience": ("scheduler", ("plateau",)),
+    "label_smoothing": ("loss", ("cross_entropy",)),
+    "focal_gamma": ("loss", ("focal",)),
+}
 
 
 def parse_sizes(text: str, name: str) -> tuple[int, ...]:
@@ -244,6 +256,15 @@ class TorchTrainConfig(JobConfig):
             raise ValueError(f"node_rank={self.node_rank} must be below nnodes={self.nnodes}")
         if self.rdzv_endpoint is not None and not _HOST_PORT.match(self.rdzv_endpoint):
             raise ValueError(f"rdzv_endpoint={self.rdzv_endpoint!r} must be HOST:PORT, e.g. 10.0.0.1:29400")
+
+    def logged_params(self) -> dict[str, object]:
+        params = self.to_params()
+        return {
+            name: value
+            for name, value in params.items()
+            if name not in CONDITIONAL_FIELDS
+            or params[CONDITIONAL_FIELDS[name][0]] in CONDITIONAL_FIELDS[name][1]
+        }
 
     @property
     def world_size(self) -> int:

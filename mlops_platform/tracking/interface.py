@@ -50,8 +50,9 @@ class Run(Protocol):
 
     def log_params(self, params: Mapping[str, Any]) -> None: ...
 
-    def log_config(self, config: Mapping[str, Any] | Any) -> None:
-        """Params (flattened) plus the whole config as the `config.json` artifact."""
+    def log_config(self, config: Mapping[str, Any] | Any, params: Mapping[str, Any] | None = None) -> None:
+        """The whole config as the `config.json` artifact, plus `params` (default: the config) flattened
+        into params."""
 
     def set_tags(self, tags: Mapping[str, Any]) -> None: ...
 

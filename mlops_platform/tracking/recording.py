@@ -98,12 +98,12 @@ class RecordingRun:
                 **overflow,
             }
 
-    def log_config(self, config: Mapping[str, Any] | Any) -> None:
+    def log_config(self, config: Mapping[str, Any] | Any, params: Mapping[str, Any] | None = None) -> None:
         if not isinstance(config, Mapping):
             config = config.model_dump(mode="json") if hasattr(config, "model_dump") else dict(config)
         self.config = json.loads(json.dumps(config, default=str))
         self.artifacts[CONFIG_ARTIFACT] = self.config
-        self.log_params(config)
+        self.log_params(config if params is None else params)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self.tags.update({k: str(v) for k, v in tags.items()})

@@ -329,12 +329,13 @@ class TrackedRun:
         if overflow:
             self._merge_overflow(overflow)
 
-    def log_config(self, config: Mapping[str, Any] | Any) -> None:
-        """The resolved config: flattened into params, and in full as the `config.json` artifact."""
+    def log_config(self, config: Mapping[str, Any] | Any, params: Mapping[str, Any] | None = None) -> None:
+        """The resolved config in full as the `config.json` artifact, and `params` (default: the whole
+        config) flattened into params."""
         if not isinstance(config, Mapping):
             config = config.model_dump(mode="json") if hasattr(config, "model_dump") else dict(config)
         self.log_dict(_jsonable(config), CONFIG_ARTIFACT)
-        self.log_params(config)
+        self.log_params(config if params is None else params)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set tags; a value over MLflow's limit is cut with a marker and kept whole in

@@ -281,7 +281,8 @@ def _run_tags(prepared: PreparedData, model: str) -> dict[str, str]:
 def log_trained(run: Run, prepared: PreparedData, trained: TrainedModel, register: bool) -> str | None:
     """Params, metrics, datasets, figures, reports and the model itself; returns the model URI."""
     config, dataset, splits = prepared.config, prepared.dataset, prepared.splits
-    run.log_config(config.to_params())
+    config = config.for_model(trained.model)  # the baseline's params say it trained the baseline
+    run.log_config(config.to_params(), params=config.logged_params(dataset.task))
     run.log_params(
         {
             "resolved.model": trained.model,

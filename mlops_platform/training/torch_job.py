@@ -254,7 +254,7 @@ def train_with_tracking(
             tracker = ServerTracker(system_metrics_interval=0)
     with tracker.run(
         experiment=config.experiment,
-        run_name=config.run_name,
+        run_name=config.run_name or f"{config.model}-{prepared.dataset.name}",  # as sklearn runs are named
         resume_run_id=attach_run_id,
         entry_point=ENTRY_POINT,
     ) as run:
@@ -262,7 +262,7 @@ def train_with_tracking(
             remember_run(world.job_id, run.run_id)
         world.broadcast_object(run.run_id)
         if attach_run_id is None:
-            run.log_config(config.to_params())
+            run.log_config(config.to_params(), params=config.logged_params())
             prepared.splits.log_to(run)
         tags = {DEVICE_TAG: precision.device, AMP_TAG: precision.amp_name}
         if world.distributed:

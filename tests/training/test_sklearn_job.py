@@ -72,6 +72,13 @@ def test_baseline_run_is_its_own_run_tagged_and_never_registered():
     )
     main_run, baseline_run = tracker.runs
     assert baseline_run.options["use_env_run"] is False
+    # Each run's params say what it trained: a filter on params.model = 'logreg' finds only the candidate.
+    assert (main_run.params["model"], baseline_run.params["model"]) == ("logreg", "baseline")
+    assert baseline_run.config["model"] == "baseline" and baseline_run.config["registered_model_name"] is None
+    assert "c" in main_run.params and "c" not in baseline_run.params
+    # Only the hyperparameters logreg takes; config.json still has every field.
+    assert not {"kernel", "gamma", "n_neighbors", "alpha"} & set(main_run.params)
+    assert "kernel" in main_run.config
     assert baseline_run.tags["mlops.role"] == "baseline"
     assert baseline_run.tags["mlops.model"] == "baseline"
     assert baseline_run.tags["mlops.dataset_digest"] == main_run.tags["mlops.dataset_digest"]

@@ -47,6 +47,13 @@ def test_job_logs_config_datasets_metrics_artifacts_and_a_serving_model():
     run = run_recorded(log_every_n_steps=2, sanity_check=True)
     assert run.status == "FINISHED"
     assert run.config["model"] == "mlp" and run.params["hidden_sizes"] == "16"
+    assert run.run_name == "mlp-wine"  # readable by default, as sklearn runs are
+    # Params say what this run trained: no CNN channels, no SGD momentum, no step/plateau schedule, no
+    # focal gamma on an adamw/cosine/cross-entropy MLP; config.json keeps the full resolved config.
+    assert not {"channels", "momentum", "lr_step_size", "lr_gamma", "plateau_patience", "focal_gamma"} & set(
+        run.params
+    )
+    assert run.config["channels"] == "32,64" and run.params["label_smoothing"] == "0.0"
     assert [d["context"] for d in run.datasets] == ["train", "validation", "test"]
     assert set(run.metrics) == {*STEP_METRICS, *EPOCH_METRICS, *FINAL}
     assert [step for step, _ in run.metrics["val_loss"]] == [1, 2, 3]
