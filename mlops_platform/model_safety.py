@@ -31,6 +31,7 @@ from typing import Any
 
 from mlops_platform.errors import UserError
 from mlops_platform.preprocessing import TRUSTED_TYPES as PREPROCESSING_TYPES
+from mlops_platform.tracking.tags import MODEL_CODE_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +48,6 @@ TRUSTED_SKOPS_TYPES = frozenset(
         *PREPROCESSING_TYPES,
     }
 )
-# MLmodel metadata key of a models-from-code model made by this package: the dotted name of the module
-# of `mlops_platform` whose source file is the model's code file.
-MODEL_CODE_KEY = "mlops.model_code"
 # Artifact files a models-from-code model of ours may carry: tensors, skops (type-checked) and text.
 SAFE_ARTIFACT_SUFFIXES = (".safetensors", ".skops", ".json", ".txt")
 

@@ -136,3 +136,18 @@ def test_lower_layers_do_not_import_upper_ones(lower: str, upper: str) -> None:
         if target.startswith(f"mlops_platform.{upper}")
     }
     assert edges == set()
+
+
+def test_every_mlops_tag_name_is_written_only_in_tracking_tags() -> None:
+    """One home per fact: a string literal starting with "mlops." (a tag name, or a key in the same
+    namespace) appears in tracking/tags.py and nowhere else in the package."""
+    home = PACKAGE / "tracking" / "tags.py"
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            value = node.value if isinstance(node, ast.Constant) else None
+            if isinstance(value, str) and value.startswith("mlops."):
+                found.setdefault(path, []).append(f"{node.lineno}: {value}")
+    assert home in found  # the check sees the literals where they belong
+    elsewhere = {str(path.relative_to(PACKAGE)): lines for path, lines in found.items() if path != home}
+    assert elsewhere == {}

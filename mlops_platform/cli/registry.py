@@ -153,7 +153,9 @@ def show_command(model_name: str, output_format: str, tracking_uri: str | None) 
     )
     for row in rows:
         tags = row["tags"]
-        metric = f"{tags['mlops.metric']}={tags.get('mlops.metric_value')}" if "mlops.metric" in tags else ""
+        from mlops_platform.tracking.tags import TAG_METRIC, TAG_VALUE
+
+        metric = f"{tags[TAG_METRIC]}={tags.get(TAG_VALUE)}" if TAG_METRIC in tags else ""
         alias_text = " ".join(f"@{a}" for a in row["aliases"])
         click.echo(f"  v{row['version']}\t{alias_text or '-'}\trun {row['run_id']}\t{metric}")
 

@@ -6,6 +6,7 @@ import json
 import os
 
 from mlops_platform.config.promote import PromoteConfig
+from mlops_platform.tracking.tags import ROLE_TAG, decision_tags
 
 
 def record_in_env_run(decision_dict: dict, tracking_uri: str | None) -> None:
@@ -16,11 +17,12 @@ def record_in_env_run(decision_dict: dict, tracking_uri: str | None) -> None:
     from mlops_platform.registry.search import client_for
 
     client = client_for(tracking_uri)
-    client.set_tag(run_id, "mlops.role", "promotion")
-    client.set_tag(run_id, "mlops.promote.promoted", str(decision_dict["promoted"]).lower())
-    client.set_tag(run_id, "mlops.promote.reason", decision_dict["reason"][:5000])
-    if decision_dict.get("version"):
-        client.set_tag(run_id, "mlops.promote.version", decision_dict["version"])
+    tags = {
+        ROLE_TAG: "promotion",
+        **decision_tags(decision_dict["promoted"], decision_dict["reason"], decision_dict.get("version")),
+    }
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
     client.log_dict(run_id, decision_dict, "promotion/decision.json")
 
 

@@ -39,6 +39,16 @@ from mlops_platform.registry.search import (
     iter_runs,
     resolve_experiment_ids,
 )
+from mlops_platform.tracking.tags import (
+    ROLE_TAG,
+    TAG_METRIC,
+    TAG_MODE,
+    TAG_PROMOTED_AT,
+    TAG_REASON,
+    TAG_ROLLED_BACK,
+    TAG_RUN_ID,
+    TAG_VALUE,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -47,18 +57,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREVIOUS_ALIAS = "previous"
-BASELINE_TAG = "mlops.role"
 BASELINE_VALUE = "baseline"
-# Tags written on a version when it is promoted (or restored by a rollback).
-TAG_METRIC = "mlops.metric"
-TAG_VALUE = "mlops.metric_value"
-TAG_MODE = "mlops.mode"
-TAG_RUN_ID = "mlops.run_id"
-TAG_PROMOTED_AT = "mlops.promoted_at"
-TAG_REASON = "mlops.reason"
-# Set on a version that a rollback demoted: promote_best no longer picks its run's model, so a
-# rollback holds until a better run arrives (or someone removes the tag / rolls back again).
-TAG_ROLLED_BACK = "mlops.rolled_back_at"
 # Re-check rounds before giving up on a champion that keeps moving (runs arriving without pause).
 MAX_ROUNDS = 20
 
@@ -192,7 +191,7 @@ def best_baseline(
     key = metric_key(metric)
     filter_ = (
         f"attributes.status = 'FINISHED' AND {key} >= {LOWEST_FLOAT} "
-        f"AND tags.`{BASELINE_TAG}` = '{BASELINE_VALUE}'"
+        f"AND tags.`{ROLE_TAG}` = '{BASELINE_VALUE}'"
     )
     order = [f"{key} {'DESC' if mode == 'max' else 'ASC'}"]
     for run in iter_runs(client, experiment_ids, filter_, order, page_size=10):

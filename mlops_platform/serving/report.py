@@ -19,11 +19,12 @@ import numpy as np
 
 from mlops_platform.errors import UserError
 from mlops_platform.serving.challenger import CHALLENGER, CHAMPION, SHADOW, _labels
-
-REPORT_TAG_PREFIX = "mlops.serve_report."
-CHAMPION_VERSION_TAG = "mlops.serve_report.champion_version"
-CHALLENGER_VERSION_TAG = "mlops.serve_report.challenger_version"
-MODEL_NAME_TAG = "mlops.serve_report.model_name"
+from mlops_platform.tracking.tags import (
+    CHALLENGER_VERSION_TAG,
+    CHAMPION_VERSION_TAG,
+    MODEL_NAME_TAG,
+    REPORT_TAG_PREFIX,
+)
 
 
 def log_files(path: str) -> list[str]:

@@ -19,12 +19,10 @@ from mlops_platform.errors import UserError
 from mlops_platform.sweep.spec import SweepSpec
 from mlops_platform.sweep.storage import open_storage, redact, resolve_storage_url
 from mlops_platform.sweep.summary import SweepSummary, log_summary, parent_run_link, summarize
+from mlops_platform.tracking.tags import ROLE_TAG, STORAGE_TAG, STUDY_TAG, decision_tags
 
 log = logging.getLogger(__name__)
 ENTRY_POINT = "sweep"
-ROLE_TAG = "mlops.role"
-STUDY_TAG = "mlops.sweep.study"
-STORAGE_TAG = "mlops.sweep.storage"
 
 
 @dataclass(frozen=True)
@@ -104,13 +102,7 @@ def promote(config: SweepConfig, parent: Any, summary: SweepSummary, tracking_ur
         filter_string=children_clause(parent.run_id),
         tracking_uri=tracking_uri,
     )
-    parent.set_tags(
-        {
-            "mlops.promote.promoted": str(decision.promoted).lower(),
-            "mlops.promote.reason": decision.reason[:5000],
-            **({"mlops.promote.version": decision.version} if decision.version else {}),
-        }
-    )
+    parent.set_tags(decision_tags(decision.promoted, decision.reason, decision.version))
     parent.log_dict(decision.to_dict(), "promotion/decision.json")
     print(decision.summary())
     return decision

@@ -12,8 +12,7 @@ from typing import Any
 
 from mlops_platform.config.sweep import SweepConfig
 from mlops_platform.errors import UserError
-
-SPEC_ATTR = "mlops.sweep"
+from mlops_platform.tracking.tags import SPEC_ATTR
 
 
 @dataclass(frozen=True)

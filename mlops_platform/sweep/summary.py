@@ -11,10 +11,10 @@ from typing import Any
 from mlops_platform.sweep.spec import SweepSpec
 from mlops_platform.sweep.study import budget_trials
 from mlops_platform.sweep.trial import RUN_ID_ATTR
+from mlops_platform.tracking.tags import BEST_RUN_TAG
 
 log = logging.getLogger(__name__)
 STATES: tuple[str, ...] = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
-BEST_RUN_TAG = "mlops.sweep.best_run_id"
 
 
 @dataclass(frozen=True)

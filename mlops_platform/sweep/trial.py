@@ -16,12 +16,8 @@ from typing import Any
 
 from mlops_platform.sweep.space import suggest
 from mlops_platform.sweep.spec import SweepSpec
+from mlops_platform.tracking.tags import PARENT_TAG, PRUNED_TAG, STUDY_TAG, TRIAL_NUMBER_TAG, TRIAL_STATE_TAG
 
-PARENT_TAG = "mlflow.parentRunId"
-STUDY_TAG = "mlops.sweep.study"
-TRIAL_NUMBER_TAG = "mlops.sweep.trial_number"
-TRIAL_STATE_TAG = "mlops.sweep.trial_state"  # COMPLETE | PRUNED | FAIL, as Optuna ended the trial
-PRUNED_TAG = "mlops.sweep.pruned"  # why the pruner stopped it
 RUN_ID_ATTR = "mlflow_run_id"  # the trial's user attribute holding its child run id
 
 

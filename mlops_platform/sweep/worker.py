@@ -23,10 +23,10 @@ from mlops_platform.sweep.spec import SweepSpec
 from mlops_platform.sweep.storage import budget_lock, open_storage
 from mlops_platform.sweep.study import budget_trials, load_study
 from mlops_platform.sweep.trial import RUN_ID_ATTR, TRIAL_STATE_TAG, run_trial
+from mlops_platform.tracking.tags import STALE_TAG
 
 log = logging.getLogger(__name__)
 WORKER_ATTR = "worker"  # host:pid of the process that ran the trial
-STALE_TAG = "mlops.sweep.stale"
 MAX_RETRY = 1
 # A waiting worker looks this often (or every heartbeat, if more often): it notices the end of the sweep
 # and stale trials without a long idle tail; each look is two small queries.

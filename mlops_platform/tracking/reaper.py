@@ -14,9 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlops_platform.errors import UserError
-from mlops_platform.tracking.tags import ERROR_TAG, HEARTBEAT_INTERVAL_TAG, HEARTBEAT_TAG
+from mlops_platform.tracking.tags import ERROR_TAG, HEARTBEAT_INTERVAL_TAG, HEARTBEAT_TAG, REAPED_TAG
 
-REAPED_TAG = "mlops.reaped"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 # Beats a run may miss (a slow request, a paused host) before its recorded interval lets it be reaped.

@@ -38,6 +38,55 @@ SANITY_CHECK_LOSS_TAG = "mlops.sanity_check_loss"
 RESUMED_FROM_EPOCH_TAG = "mlops.resumed_from_epoch"
 RESUMED_RUN_ID_TAG = "mlops.resumed_run_id"  # on the launcher's own run of a resume: the continued run
 
+# --- runs ended by `mlops runs reap` ----------------------------------------------------------------
+REAPED_TAG = "mlops.reaped"
+
+# --- sweeps: on the parent run and on each trial's child run ----------------------------------------
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: the UI nests children under it
+STUDY_TAG = "mlops.sweep.study"
+STORAGE_TAG = "mlops.sweep.storage"
+BEST_RUN_TAG = "mlops.sweep.best_run_id"
+TRIAL_NUMBER_TAG = "mlops.sweep.trial_number"
+TRIAL_STATE_TAG = "mlops.sweep.trial_state"  # COMPLETE | PRUNED | FAIL, as Optuna ended the trial
+PRUNED_TAG = "mlops.sweep.pruned"  # why the pruner stopped it
+STALE_TAG = "mlops.sweep.stale"
+# Not a tag: the Optuna study's user attribute holding the sweep's spec (same namespace, kept here).
+SPEC_ATTR = "mlops.sweep"
+
+# --- promotion: the decision, on the run of the promote job (or the sweep's parent run) --------------
+PROMOTED_TAG = "mlops.promote.promoted"
+PROMOTE_REASON_TAG = "mlops.promote.reason"
+PROMOTE_VERSION_TAG = "mlops.promote.version"
+# ... and on a model version when it is promoted (or restored by a rollback)
+TAG_METRIC = "mlops.metric"
+TAG_VALUE = "mlops.metric_value"
+TAG_MODE = "mlops.mode"
+TAG_RUN_ID = "mlops.run_id"
+TAG_PROMOTED_AT = "mlops.promoted_at"
+TAG_REASON = "mlops.reason"
+# Set on a version that a rollback demoted: promote_best no longer picks its run's model, so a
+# rollback holds until a better run arrives (or someone removes the tag / rolls back again).
+TAG_ROLLED_BACK = "mlops.rolled_back_at"
+
+# --- serving: the report run of `mlops serve report` ------------------------------------------------
+REPORT_TAG_PREFIX = "mlops.serve_report."
+CHAMPION_VERSION_TAG = f"{REPORT_TAG_PREFIX}champion_version"
+CHALLENGER_VERSION_TAG = f"{REPORT_TAG_PREFIX}challenger_version"
+MODEL_NAME_TAG = f"{REPORT_TAG_PREFIX}model_name"
+
+# Not a tag: the MLmodel metadata key of a models-from-code model made by this package (the dotted name
+# of the module of `mlops_platform` whose source file is the model's code file).
+MODEL_CODE_KEY = "mlops.model_code"
+
+
+def decision_tags(promoted: bool, reason: str, version: str | None) -> dict[str, str]:
+    """The tags that record a promotion decision on a run (the reason cut to MLflow's tag limit)."""
+    tags = {PROMOTED_TAG: str(promoted).lower(), PROMOTE_REASON_TAG: reason[:5000]}
+    if version:
+        tags[PROMOTE_VERSION_TAG] = version
+    return tags
+
+
 # distribution name -> tag suffix
 _PACKAGES = {
     "mlops_platform": "mlops_platform",
