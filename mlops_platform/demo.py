@@ -106,18 +106,18 @@ def run_demo(config: DemoConfig | None = None) -> None:
         [*mlflow, "-e", "main", "--experiment-name", config.experiment, "-P", f"epochs={config.epochs}"], env
     )
 
-    _step(f"promote: the best run by {config.metric} -> models:/{config.model_name}@champion")
+    model_uri = f"models:/{config.model_name}@{config.alias}"
+    _step(f"promote: the best run by {config.metric} -> {model_uri}")
     _run(
         [
             *mlflow, "-e", "promote", "--experiment-name", config.experiment,
             "-P", f"experiment={config.experiment}", "-P", f"metric={config.metric}",
-            "-P", f"model_name={config.model_name}",
+            "-P", f"model_name={config.model_name}", "-P", f"alias={config.alias}",
         ],
         env,
     )  # fmt: skip
 
-    _step("serve the champion over REST and ask it one prediction")
-    model_uri = f"models:/{config.model_name}@champion"
+    _step(f"serve the {config.alias} over REST and ask it one prediction")
     prediction, label = _serve_and_predict(model_uri, config.serve_port, env)
 
     from mlflow import MlflowClient

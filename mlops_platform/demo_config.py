@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mlops_platform.config.promote import PromoteConfig
+from mlops_platform.config.train_torch import TorchTrainConfig
+
 
 @dataclass(frozen=True)
 class DemoConfig:
     experiment: str = "mlops-demo"
     model_name: str = "digits-classifier"
-    # Promotion ranks by a validation metric: the test split stays for the final report only.
-    metric: str = "val_f1_macro"
+    # The jobs' own defaults (their configs are the only source): promotion ranks by a validation
+    # metric, so the test split stays for the final report only.
+    metric: str = PromoteConfig.model_fields["metric"].default
+    alias: str = PromoteConfig.model_fields["alias"].default
     tracking_port: int = 5000
     serve_port: int = 8080
-    epochs: int = 30
+    epochs: int = TorchTrainConfig.model_fields["epochs"].default

@@ -7,6 +7,7 @@ registry that leaks memory across runs and no GUI backend on a headless machine.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -58,9 +59,22 @@ def metric_direction(name: str) -> str:
         raise KeyError(f"unknown metric {name!r}; known: {', '.join(sorted(METRIC_DIRECTIONS))}") from None
 
 
-def is_better(name: str, candidate: float, reference: float) -> bool:
-    """Whether `candidate` beats `reference` on metric `name` (strictly)."""
-    return candidate > reference if metric_direction(name) == "max" else candidate < reference
+def improvement(direction: str, candidate: float, reference: float) -> float:
+    """How much better `candidate` is than `reference` in `direction` ("max"/"min"); positive = better.
+
+    The one "is better" rule: early stopping, checkpoint selection and promotion gates all use it.
+    """
+    return candidate - reference if direction == "max" else reference - candidate
+
+
+def is_better(direction: str, candidate: float, reference: float | None) -> bool:
+    """Whether `candidate` strictly beats `reference` in `direction`. No reference (None or NaN) is beaten
+    by any number; a NaN candidate beats nothing."""
+    if math.isnan(candidate):
+        return False
+    if reference is None or math.isnan(reference):
+        return True
+    return improvement(direction, candidate, reference) > 0
 
 
 # --------------------------------------------------------------------------------------------- metrics

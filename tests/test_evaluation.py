@@ -87,9 +87,12 @@ def test_metric_directions_cover_logged_names():
     for name in ("test_log_loss", "test_rmse", "test_mae", "val_loss", "test_loss", "fit_seconds"):
         assert METRIC_DIRECTIONS[name] == "min", name
     assert set(METRIC_DIRECTIONS.values()) == {"max", "min"}
-    assert is_better("test_accuracy", 0.9, 0.8)
-    assert is_better("test_rmse", 1.0, 2.0)
-    assert not is_better("test_rmse", 2.0, 1.0)
+    assert is_better(METRIC_DIRECTIONS["test_accuracy"], 0.9, 0.8)
+    assert is_better(METRIC_DIRECTIONS["test_rmse"], 1.0, 2.0)
+    assert not is_better(METRIC_DIRECTIONS["test_rmse"], 2.0, 1.0)
+    assert not is_better("max", 0.8, 0.8)  # strictly
+    assert is_better("min", 5.0, None) and is_better("max", 0.1, float("nan"))  # no reference yet
+    assert not is_better("max", float("nan"), 0.1) and not is_better("max", float("nan"), None)
 
 
 def test_unknown_metric_direction_names_it():

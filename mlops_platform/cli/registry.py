@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from mlops_platform.config.promote import PromoteConfig
 from mlops_platform.errors import UserError
 
 _TRACKING_URI = click.option(
@@ -162,7 +163,12 @@ def show_command(model_name: str, output_format: str, tracking_uri: str | None) 
 
 @registry.command("rollback")
 @click.argument("model_name")
-@click.option("--alias", default="champion", show_default=True, help="The alias to move back.")
+@click.option(
+    "--alias",
+    default=PromoteConfig.model_fields["alias"].default,
+    show_default=True,
+    help="The alias to move back.",
+)
 @click.option(
     "--lock-uri",
     default=None,

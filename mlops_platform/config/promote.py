@@ -20,14 +20,18 @@ class PromoteConfig(JobConfig):
         None, description="max: higher is better; min: lower is better. Empty: the metric's known direction."
     )
     alias: str = Field("champion", description="Alias to move to the best version.")
-    min_delta: float = Field(0.0, description="Promote only if the champion is beaten by more than this.")
+    min_delta: float = Field(
+        0.0, ge=0, description="Promote only if the champion is beaten by more than this."
+    )
     filter_string: str | None = Field(
         None, description="Extra MLflow filter on candidates, e.g. \"params.model = 'cnn'\"."
     )
     parent_run: str | None = Field(
         None, description="Only the child runs of this run compete (a sweep's trials: its parent run id)."
     )
-    max_model_size_mb: float | None = Field(None, description="Refuse logged models larger than this (MB).")
+    max_model_size_mb: float | None = Field(
+        None, gt=0, description="Refuse logged models larger than this (MB)."
+    )
     dry_run: bool = Field(False, description="Decide and print, but register and move nothing.")
     tracking_uri: str | None = Field(None, description="Tracking server URL; empty: MLFLOW_TRACKING_URI.")
     lock_uri: str | None = Field(
@@ -57,18 +61,4 @@ class PromoteConfig(JobConfig):
                 f"lock_uri={redact(value)!r} carries a password, which would be logged with the run's "
                 "parameters; set MLOPS_LOCK_URI in the environment instead (or use PGPASSWORD / ~/.pgpass)"
             )
-        return value
-
-    @field_validator("min_delta")
-    @classmethod
-    def _non_negative(cls, value: float) -> float:
-        if value < 0:
-            raise ValueError(f"min_delta={value} must be >= 0")
-        return value
-
-    @field_validator("max_model_size_mb")
-    @classmethod
-    def _positive(cls, value: float | None) -> float | None:
-        if value is not None and value <= 0:
-            raise ValueError(f"max_model_size_mb={value} must be > 0")
         return value

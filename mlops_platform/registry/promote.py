@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from mlops_platform.config.promote import PromoteConfig
 from mlops_platform.errors import UserError
 from mlops_platform.registry.best import (
     LOWEST_FLOAT,
@@ -57,6 +58,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREVIOUS_ALIAS = "previous"
+# The promote job's defaults, read from its config (their only home).
+DEFAULT_ALIAS: str = PromoteConfig.model_fields["alias"].default
+DEFAULT_MIN_DELTA: float = PromoteConfig.model_fields["min_delta"].default
 BASELINE_VALUE = "baseline"
 # Re-check rounds before giving up on a champion that keeps moving (runs arriving without pause).
 MAX_ROUNDS = 20
@@ -212,11 +216,6 @@ def rolled_back_models(client: MlflowClient, model_name: str) -> frozenset[str]:
     return frozenset(v.source.removeprefix("models:/") for v in versions if TAG_ROLLED_BACK in (v.tags or {}))
 
 
-def improvement(mode: Mode, candidate: float, reference: float) -> float:
-    """How much better `candidate` is than `reference` (positive = better) in the metric's direction."""
-    return candidate - reference if mode == "max" else reference - candidate
-
-
 def model_size_bytes(client: MlflowClient, model_id: str, path: str | None = None) -> int:
     total = 0
     for info in client.list_logged_model_artifacts(model_id, path):
@@ -244,6 +243,8 @@ def judge(
     max_model_size_mb: float | None,
 ) -> Verdict:
     """The gates, cheapest first: already champion, beats champion, beats baseline, size."""
+    from mlops_platform.evaluation import improvement, is_better
+
     metric, mode, value = best.metric, best.mode, best.value
     if champion is not None and champion.run_id == best.run_id and champion.source == best.model_uri:
         return Verdict(False, f"run {best.run_id} (version {champion.version}) is already @{alias}")
@@ -266,7 +267,7 @@ def judge(
     baseline = lookup_baseline()
     if baseline is not None:
         baseline_value = baseline.metric(metric)
-        if baseline.run_id == best.run_id or not improvement(mode, value, baseline_value) > 0:
+        if baseline.run_id == best.run_id or not is_better(mode, value, baseline_value):
             return Verdict(
                 False,
                 f"{metric}={value:g} of run {best.run_id} does not beat the baseline run {baseline.run_id} "
@@ -364,8 +365,8 @@ def promote_best(
     metric: str,
     model_name: str,
     mode: Mode | None = None,
-    alias: str = "champion",
-    min_delta: float = 0.0,
+    alias: str = DEFAULT_ALIAS,
+    min_delta: float = DEFAULT_MIN_DELTA,
     filter_string: str = "",
     max_model_size_mb: float | None = None,
     dry_run: bool = False,
@@ -481,7 +482,7 @@ def promote_best(
 
 def rollback(
     model_name: str,
-    alias: str = "champion",
+    alias: str = DEFAULT_ALIAS,
     *,
     tracking_uri: str | None = None,
     lock_uri: str | None = None,

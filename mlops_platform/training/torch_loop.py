@@ -40,7 +40,7 @@ from torch import nn
 
 from mlops_platform.config.train_torch import TorchTrainConfig
 from mlops_platform.errors import UserError
-from mlops_platform.evaluation import metric_direction
+from mlops_platform.evaluation import is_better, metric_direction
 from mlops_platform.tracking.interface import MetricsSink
 from mlops_platform.training.checkpoint import (
     BackgroundCheckpointWriter,
@@ -160,12 +160,6 @@ def step_scheduler(scheduler: Any, monitored_value: float) -> None:
         scheduler.step(monitored_value)
     else:
         scheduler.step()
-
-
-def is_improvement(value: float, best: float | None, direction: str) -> bool:
-    if best is None or math.isnan(best):
-        return not math.isnan(value)
-    return value < best if direction == "min" else value > best
 
 
 def accuracy_and_f1_macro(
@@ -363,7 +357,7 @@ class Trainer:
         self.sink.log_metrics(ordered, step=self.epoch)
         self.history.append({"epoch": float(self.epoch), **ordered})
         monitored = ordered[self.config.early_stopping_metric]
-        if is_improvement(monitored, self.best_metric, self.direction):
+        if is_better(self.direction, monitored, self.best_metric):
             self.best_metric, self.best_epoch, self.bad_epochs = monitored, self.epoch, 0
             self.best_state = {
                 name: tensor.detach().cpu().clone() for name, tensor in self.model.state_dict().items()
