@@ -25,10 +25,13 @@ from typing import Any
 from mlops_platform.errors import UserError
 from mlops_platform.skew.compare import DriftThresholds
 from mlops_platform.skew.profile import PROFILE_FILE, PROFILE_VERSION
+from mlops_platform.tracking.tags import (
+    SKEW_DRIFT_TAG,
+    SKEW_LAST_RUN_TAG,
+    SKEW_MODEL_NAME_TAG,
+    SKEW_MODEL_VERSION_TAG,
+)
 
-MODEL_NAME_TAG = "mlops.skew.model_name"
-MODEL_VERSION_TAG = "mlops.skew.model_version"
-DRIFT_TAG = "mlops.skew.drift"
 REPORT_JSON = "skew/skew_report.json"
 REPORT_HTML = "skew/skew_report.html"
 DEFAULT_EXPERIMENT = "skew-reports"
@@ -161,7 +164,11 @@ def log_report(summary: dict[str, Any], page: str, tracking_uri: str, experiment
         tracker.run(
             experiment=experiment,
             run_name=f"skew-{name}-v{version}",
-            tags={MODEL_NAME_TAG: name, MODEL_VERSION_TAG: version, DRIFT_TAG: str(summary["drift"]).lower()},
+            tags={
+                SKEW_MODEL_NAME_TAG: name,
+                SKEW_MODEL_VERSION_TAG: version,
+                SKEW_DRIFT_TAG: str(summary["drift"]).lower(),
+            },
             use_env_run=False,
         ) as run,
     ):
@@ -170,6 +177,6 @@ def log_report(summary: dict[str, Any], page: str, tracking_uri: str, experiment
         run.log_text(page, REPORT_HTML)
         run_id = run.run_id
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
-    client.set_model_version_tag(name, version, "mlops.skew.last_run_id", run_id)
-    client.set_model_version_tag(name, version, DRIFT_TAG, str(summary["drift"]).lower())
+    client.set_model_version_tag(name, version, SKEW_LAST_RUN_TAG, run_id)
+    client.set_model_version_tag(name, version, SKEW_DRIFT_TAG, str(summary["drift"]).lower())
     return run_id

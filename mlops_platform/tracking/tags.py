@@ -74,6 +74,12 @@ CHAMPION_VERSION_TAG = f"{REPORT_TAG_PREFIX}champion_version"
 CHALLENGER_VERSION_TAG = f"{REPORT_TAG_PREFIX}challenger_version"
 MODEL_NAME_TAG = f"{REPORT_TAG_PREFIX}model_name"
 
+# --- skew: the report run of `mlops skew`, and the model version it checked -------------------------
+SKEW_MODEL_NAME_TAG = "mlops.skew.model_name"
+SKEW_MODEL_VERSION_TAG = "mlops.skew.model_version"
+SKEW_DRIFT_TAG = "mlops.skew.drift"  # on the report run and on the version
+SKEW_LAST_RUN_TAG = "mlops.skew.last_run_id"  # on the version: its latest report run
+
 # Not a tag: the MLmodel metadata key of a models-from-code model made by this package (the dotted name
 # of the module of `mlops_platform` whose source file is the model's code file).
 MODEL_CODE_KEY = "mlops.model_code"
