@@ -68,7 +68,12 @@ serve = click.Group(
 
 
 @serve.command("report")
-@click.option("--log", "log_path", required=True, help="The prediction log a server with --challenger wrote.")
+@click.option("--log", "log_path", default=None, help="The prediction log a server with --challenger wrote.")
+@click.option(
+    "--url",
+    default=None,
+    help="Or a running server (http://HOST:PORT): its /health counters, without the confusion matrix.",
+)
 @click.option("--tracking-uri", default=None, help="Default: $MLFLOW_TRACKING_URI, else the local server.")
 @click.option(
     "--experiment", default="serving-reports", show_default=True, help="Experiment of the report run."
@@ -76,15 +81,25 @@ serve = click.Group(
 @click.option(
     "--no-mlflow", is_flag=True, default=False, help="Print the report only; log nothing to MLflow."
 )
-def report(log_path: str, tracking_uri: str | None, experiment: str, no_mlflow: bool) -> None:
+def report(
+    log_path: str | None, url: str | None, tracking_uri: str | None, experiment: str, no_mlflow: bool
+) -> None:
     """Agreement, latency p50/p99 and error rate per version (and the confusion between the two for
     classifiers) of a shadow or canary period, printed and logged to MLflow."""
     import json
 
-    from mlops_platform.serving.report import log_to_mlflow, read_lines, summarize
+    from mlops_platform.serving.report import (
+        log_to_mlflow,
+        read_health,
+        read_lines,
+        summarize,
+        summarize_health,
+    )
 
+    if (log_path is None) == (url is None):
+        raise click.UsageError("give one of --log PATH (the prediction log) or --url URL (a running server)")
     try:
-        summary = summarize(read_lines(log_path))
+        summary = summarize(read_lines(log_path)) if log_path else summarize_health(read_health(url), url)
         if not no_mlflow:
             from mlops_platform.settings import resolve_tracking_uri
 

@@ -1,4 +1,5 @@
-"""`mlops serve report --log PATH`: what a shadow or canary period showed, from the prediction log.
+"""`mlops serve report --log PATH`: what a shadow or canary period showed, from the prediction log
+(`--url URL`: from a running server's /health counters instead).
 
 Per version: requests, errors and error rate, latency p50/p99 (from each line's `latency_ms`); in
 shadow mode the agreement rate over compared rows, the shed count and, for classifiers, the confusion
@@ -105,6 +106,46 @@ def summarize(lines: list[dict[str, Any]]) -> dict[str, Any]:
                 "matrix": [[confusion[(a, b)] for b in labels] for a in labels],
             }
     return summary
+
+
+def summarize_health(health: dict[str, Any], url: str) -> dict[str, Any]:
+    """The report of a running server, from its /health counters since it started (or since the
+    challenger last changed version): per version requests, errors, p50/p99 over its recent answers,
+    agreement and shed work (shadow) or the guard (canary). No confusion matrix: /health keeps none;
+    the prediction log has it. Raises UserError when the server serves no challenger."""
+    if "mode" not in health or "versions" not in health:
+        raise UserError(f"the server at {url} serves no challenger (it was started without --challenger)")
+    summary: dict[str, Any] = {
+        "mode": health["mode"],
+        "source": url,
+        "model_name": health.get("model_name"),
+        "requests": health.get("served"),
+        "versions": {
+            role: {
+                key: stats.get(key)
+                for key in ("model_version", "requests", "errors", "error_rate", "p50_ms", "p99_ms")
+            }
+            for role, stats in health["versions"].items()
+        },
+    }
+    if health["mode"] == SHADOW:
+        summary["agreement"] = health.get("agreement")
+        summary["shed"] = (health.get("shadow") or {}).get("shed", 0)
+    else:
+        summary["guard"] = health.get("guard")
+    return summary
+
+
+def read_health(url: str) -> dict[str, Any]:
+    """GET URL/health; raises UserError naming the URL when nothing answers."""
+    import requests
+
+    try:
+        response = requests.get(f"{url.rstrip('/')}/health", timeout=10)
+        response.raise_for_status()
+        return response.json()
+    except (requests.RequestException, ValueError) as error:
+        raise UserError(f"no mlops serve answered {url.rstrip('/')}/health: {error}") from None
 
 
 def _count(bucket: dict[str, Any], latency_ms: float | None, error: bool) -> None:

@@ -119,8 +119,21 @@ def test_shadow_scores_every_request_off_the_response_path_and_reports(versions,
             rows = x.iloc[200 + i * 5 : 205 + i * 5]
             session.post(f"{server.url}/invocations", json={"dataframe_split": rows.to_dict(orient="split")})
         _wait(lambda: server.get("/health").json()["shadow"]["waiting"] == 0, server, "shadow queue")
+        # The same report from the running server's counters (no MLflow run here: --no-mlflow).
+        live = CliRunner().invoke(cli, ["serve", "report", "--url", server.url, "--no-mlflow"])
+        assert live.exit_code == 0, live.output
+        live_summary = json.loads(live.output[live.output.index("{") :])
+        health = server.get("/health").json()
+        assert live_summary["mode"] == "shadow" and live_summary["source"] == server.url
+        assert live_summary["versions"]["champion"]["requests"] == 50
+        assert (
+            live_summary["agreement"] == health["agreement"]
+            and live_summary["shed"] == health["shadow"]["shed"]
+        )
     finally:
         server.stop()
+    refused = CliRunner().invoke(cli, ["serve", "report", "--url", server.url, "--no-mlflow"])
+    assert refused.exit_code == 1 and f"no mlops serve answered {server.url}/health" in refused.output
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     result = CliRunner().invoke(
