@@ -29,6 +29,10 @@ class PromoteConfig(JobConfig):
     parent_run: str | None = Field(
         None, description="Only the child runs of this run compete (a sweep's trials: its parent run id)."
     )
+    require_entry_point: Literal["train_torch", "train_sklearn"] | None = Field(
+        None,
+        description="Only runs this trainer of ours made compete (the entry point tag it sets); empty: all.",
+    )
     max_model_size_mb: float | None = Field(
         None, gt=0, description="Refuse logged models larger than this (MB)."
     )

@@ -28,7 +28,7 @@ def record_in_env_run(decision_dict: dict, tracking_uri: str | None) -> None:
 
 def run(config: PromoteConfig) -> None:
     from mlops_platform.registry.promote import promote_best
-    from mlops_platform.registry.search import children_clause, combine_filters
+    from mlops_platform.registry.search import children_clause, combine_filters, entry_point_clause
 
     decision = promote_best(
         experiment=config.experiment,
@@ -37,7 +37,11 @@ def run(config: PromoteConfig) -> None:
         mode=config.mode,
         alias=config.alias,
         min_delta=config.min_delta,
-        filter_string=combine_filters(config.filter_string or "", children_clause(config.parent_run)),
+        filter_string=combine_filters(
+            config.filter_string or "",
+            children_clause(config.parent_run),
+            entry_point_clause(config.require_entry_point),
+        ),
         max_model_size_mb=config.max_model_size_mb,
         dry_run=config.dry_run,
         tracking_uri=config.tracking_uri,

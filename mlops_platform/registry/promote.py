@@ -42,6 +42,7 @@ from mlops_platform.registry.search import (
 )
 from mlops_platform.tracking.tags import (
     ROLE_TAG,
+    RUN_USER_TAG,
     TAG_METRIC,
     TAG_MODE,
     TAG_PROMOTED_AT,
@@ -99,6 +100,7 @@ class PromotionDecision:
     baseline_run_id: str | None
     baseline_value: float | None
     dry_run: bool
+    run_user: str | None = None  # who created the best run (see RunRecord.created_by)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,7 +110,8 @@ class PromotionDecision:
         target = f"{self.model_name}@{self.alias}"
         if self.promoted:
             shown = f"version {self.version}" if self.version else self.model_uri
-            return f"{verb} {target} -> {shown} (run {self.run_id}): {self.reason}"
+            by = f" by user {self.run_user}" if self.run_user else " by an unknown user"
+            return f"{verb} {target} -> {shown} (run {self.run_id}{by}): {self.reason}"
         current = f"version {self.champion_version}" if self.champion_version else "no champion"
         return f"{verb} {target} at {current}: {self.reason}"
 
@@ -305,6 +308,8 @@ def promotion_tags(best: BestRun, reason: str) -> dict[str, str]:
         TAG_RUN_ID: best.run_id,
         TAG_PROMOTED_AT: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         TAG_REASON: reason[:5000],
+        # Who made the run this version serves: promotion is a decision about someone's code.
+        RUN_USER_TAG: best.run.created_by or "unknown",
     }
 
 
@@ -456,6 +461,7 @@ def promote_best(
             baseline_run_id=baseline.run_id if baseline else None,
             baseline_value=baseline.metric(metric) if baseline else None,
             dry_run=dry_run,
+            run_user=best.run.created_by,
         )
 
     if dry_run:

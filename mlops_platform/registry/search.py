@@ -47,6 +47,14 @@ class RunRecord:
     tags: dict[str, str] = field(default_factory=dict)
     # Logged models this run produced (run.outputs), newest step first.
     model_ids: tuple[str, ...] = ()
+    user_id: str | None = None  # run.info.user_id
+
+    @property
+    def created_by(self) -> str | None:
+        """Who created the run, as the UI shows it (MLflow's mlflow.user tag), else its user_id."""
+        from mlops_platform.tracking.tags import MLFLOW_USER_TAG
+
+        return self.tags.get(MLFLOW_USER_TAG) or self.user_id or None
 
     @classmethod
     def from_run(cls, run: Run) -> RunRecord:
@@ -64,6 +72,7 @@ class RunRecord:
             metrics=dict(run.data.metrics),
             tags=dict(run.data.tags),
             model_ids=tuple(dict.fromkeys(output.model_id for output in ordered)),
+            user_id=run.info.user_id,
         )
 
     def metric(self, name: str) -> float | None:
@@ -171,6 +180,17 @@ def children_clause(parent_run_id: str | None) -> str:
     if not re.fullmatch(r"[0-9A-Za-z_-]+", parent_run_id):
         raise SearchError(f"invalid parent run id {parent_run_id!r}: letters, digits, '-' and '_' only")
     return f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
+
+
+def entry_point_clause(entry_point: str | None) -> str:
+    """The filter clause for runs one of our jobs made (its mlops.entry_point tag); None filters nothing."""
+    if not entry_point:
+        return ""
+    from mlops_platform.tracking.tags import ENTRY_POINT_TAG
+
+    if not re.fullmatch(r"[0-9A-Za-z_-]+", entry_point):
+        raise SearchError(f"invalid entry point {entry_point!r}: letters, digits, '-' and '_' only")
+    return f"tags.`{ENTRY_POINT_TAG}` = '{entry_point}'"
 
 
 def combine_filters(*clauses: str) -> str:

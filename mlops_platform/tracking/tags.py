@@ -19,6 +19,9 @@ VERSION_TAG_PREFIX = "mlops.version."
 ERROR_TAG = "mlops.error"
 # Set when a run `mlflow run`'s launcher had overwritten with FAILED is made KILLED again (killed_guard.py).
 KILLED_REASSERTED_TAG = "mlops.killed_reasserted"
+# On a promoted version: who created its run (MLflow's mlflow.user tag, else the run's user_id).
+RUN_USER_TAG = "mlops.run_user"
+MLFLOW_USER_TAG = "mlflow.user"  # MLflow's own tag: the user that created a run
 
 # --- what a training run is -------------------------------------------------------------------------
 ROLE_TAG = "mlops.role"  # baseline | candidate | sweep | promotion; promotion compares against baselines

@@ -110,6 +110,30 @@ def test_errors_exit_non_zero_naming_the_value(filled, args, message) -> None:
     assert "Traceback" not in result.output
 
 
+def test_promote_can_require_our_trainers_and_names_who_made_the_run(sqlite_tracking_uri, fresh_experiment):
+    from mlflow import MlflowClient
+
+    name, experiment_id = fresh_experiment(sqlite_tracking_uri)
+    ours = make_run(
+        sqlite_tracking_uri,
+        experiment_id,
+        {"val_acc": 0.7},
+        tags={"mlops.entry_point": "train_sklearn", "mlflow.user": "alice"},
+    )
+    # Better, but logged by hand (any model, any claimed score): not a run our trainer made.
+    make_run(sqlite_tracking_uri, experiment_id, {"val_acc": 0.99}, tags={"mlflow.user": "mallory"})
+    model = f"trainers-{name}"
+    common = ["promote", "--experiment", name, "--metric", "val_acc", "--mode", "max", "--model-name", model]
+    refused = invoke(*common, "--require-entry-point", "sweep")
+    assert refused.exit_code != 0 and "'sweep'" in refused.output
+    result = invoke(*common, "--require-entry-point", "train_sklearn")
+    assert result.exit_code == 0, result.output
+    assert f"-> version 1 (run {ours} by user alice)" in result.output
+    assert json.loads(result.output[result.output.index("{") :])["run_user"] == "alice"
+    version = MlflowClient(sqlite_tracking_uri).get_model_version(model, "1")
+    assert version.run_id == ours and version.tags["mlops.run_user"] == "alice"
+
+
 @pytest.mark.slow
 def test_mlflow_run_promote_entry_point(filled, sqlite_tracking_uri) -> None:
     name, runs = filled
@@ -137,7 +161,7 @@ def test_mlflow_run_promote_entry_point(filled, sqlite_tracking_uri) -> None:
         env=environment,
     )
     assert ok.returncode == 0, ok.stderr[-3000:]
-    assert f"promoted {model}@champion -> version 1 (run {runs[0.9]})" in ok.stdout
+    assert f"promoted {model}@champion -> version 1 (run {runs[0.9]} by user " in ok.stdout
 
     from mlflow import MlflowClient
 
