@@ -11,6 +11,7 @@ about this version's profile. Requests the server refused, and those answered by
 
 from __future__ import annotations
 
+import gc
 import re
 import time
 from dataclasses import dataclass, field
@@ -85,11 +86,25 @@ def read_served(
         UserError: no log at `path`, no line of this version (the message lists the versions found), or
             lines whose width does not match the profile.
     """
+    # Millions of small JSON objects stay alive until the frame is built, and each allocation burst
+    # would set off the cyclic garbage collector over all of them (measured: 3x the parsing time).
+    # JSON holds no cycles, so nothing is lost by pausing it.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _read_served(path, model_name, str(model_version), feature_names, since, window)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _read_served(
+    path: str, model_name: str, version: str, feature_names: list[str], since: float | None, window: int
+) -> ServedWindow:
     import orjson
 
     from mlops_platform.serving.report import log_files
 
-    version = str(model_version)
     blocks: list[tuple[tuple[str, ...], list[Any], list[Any]]] = []
     skipped: dict[str, int] = {}
     others: dict[str, int] = {}
