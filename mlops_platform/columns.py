@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 MAX_CATEGORIES = 50
 ID_LIKE_SHARE = 0.5
 ROLES: tuple[str, ...] = ("numeric", "categorical", "boolean")
+# The run artifact both trainers log the roles to (`ColumnRoles.to_dict()`).
+COLUMN_ROLES_ARTIFACT = "column_roles.json"
 
 
 class ColumnError(UserError):
@@ -102,6 +104,15 @@ class ColumnRoles:
             with_missing=tuple(data.get("with_missing", ())),
             used=tuple(data.get("used", ())),
         )
+
+    def params(self) -> dict[str, Any]:
+        """The run params both trainers log: how many columns have each role, and which were dropped."""
+        return {
+            "data.n_numeric": len(self.numeric),
+            "data.n_categorical": len(self.categorical),
+            "data.n_boolean": len(self.boolean),
+            "data.dropped": ",".join(self.dropped) or "none",
+        }
 
     def describe(self) -> str:
         """One line for logs: the roles and what was dropped, with why."""

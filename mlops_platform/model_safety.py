@@ -11,7 +11,8 @@ and `mlops predict` load only:
   when `MLFLOW_ALLOW_PICKLE_DESERIALIZATION` is false (we load it that way);
 - a models-from-code pyfunc whose code file is byte for byte a module of this package, named by the
   model's `mlops.model_code` metadata (`MODEL_CODE_KEY`), with no pickled class and only artifacts
-  in formats that hold data, not code (`SAFE_ARTIFACT_SUFFIXES`; skops artifacts checked as above).
+  in formats that hold data, not code (`SAFE_ARTIFACT_SUFFIXES`; skops artifacts checked as above,
+  `.pt` state_dicts read with torch's weights-only unpickler, which builds tensors and containers only).
 
 Anything else is refused with a message naming the format, unless the operator passes
 `--allow-unsafe-models`. Reading MLmodel (YAML) and listing a skops file's types run no model code.
@@ -49,7 +50,8 @@ TRUSTED_SKOPS_TYPES = frozenset(
     }
 )
 # Artifact files a models-from-code model of ours may carry: tensors, skops (type-checked) and text.
-SAFE_ARTIFACT_SUFFIXES = (".safetensors", ".skops", ".json", ".txt")
+# A `.pt` file is a state_dict: checked here, and loaded by our code, with torch.load(weights_only=True).
+SAFE_ARTIFACT_SUFFIXES = (".safetensors", ".pt", ".skops", ".json", ".txt")
 
 ALLOW_UNSAFE_OPTION = "--allow-unsafe-models"
 _PICKLE_FLAG = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
@@ -183,7 +185,22 @@ def _plan_code(path: Path, pyfunc: dict, metadata: dict) -> LoadPlan:
                 raise _refusal(f"its artifact {name!r} holds {file.name}, not a data-only format")
             if file.suffix == ".skops" and (extra := untrusted_skops_types(file)):
                 raise _refusal(f"its artifact {file.name} holds types we do not trust: {_names(extra)}")
+            if file.suffix == ".pt":
+                _check_tensors_only(file)
     return LoadPlan("code", allow_pickle=False)
+
+
+def _check_tensors_only(file: Path) -> None:
+    """A `.pt` artifact must load with torch's weights-only unpickler (tensors, numbers, containers)."""
+    import pickle
+
+    import torch
+
+    try:
+        torch.load(file, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise _refusal(f"its artifact {file.name} is not a tensors-only state_dict ({first})") from None
 
 
 def _our_module_source(module: Any) -> Path | None:
@@ -212,6 +229,6 @@ def _names(types: list[str]) -> str:
 def _refusal(reason: str) -> UnsafeModelError:
     return UnsafeModelError(
         f"refusing to load this model: {reason}, and loading it could run code from whoever logged it. "
-        "Serve models logged by our trainers (scikit-learn as skops, PyTorch as torch.export), or pass "
-        f"{ALLOW_UNSAFE_OPTION} if you trust everyone who can log to this registry."
+        "Serve models logged by our trainers (scikit-learn as skops, PyTorch as our models-from-code), "
+        f"or pass {ALLOW_UNSAFE_OPTION} if you trust everyone who can log to this registry."
     )

@@ -13,11 +13,13 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mlops_platform.config.base import JobConfig, registrable_model_name
+from mlops_platform.config.base import registrable_model_name
+from mlops_platform.config.table import TableConfig
 
 # Datasets whose rows are flattened images, so a CNN can take them (see data.load_dataset's image_shape).
 IMAGE_DATASETS: tuple[str, ...] = ("digits",)
 TORCH_DATASETS: tuple[str, ...] = ("digits", "breast_cancer", "wine")
+TABLE_PREFIXES: tuple[str, ...] = ("csv:", "parquet:")
 # The params that say how the job is launched, not how the model is made: a resume keeps the given ones.
 LAUNCH_FIELDS: tuple[str, ...] = ("nproc_per_node", "nnodes", "node_rank", "rdzv_endpoint", "max_restarts")
 # MLflow's run ids: a uuid4 in hex, as the UI and every client show them.
@@ -51,12 +53,14 @@ def parse_sizes(text: str, name: str) -> tuple[int, ...]:
     return sizes
 
 
-class TorchTrainConfig(JobConfig):
+class TorchTrainConfig(TableConfig):
     """Train a PyTorch classifier (MLP or CNN) with full tracking, checkpoints and exact resume."""
 
-    # data
-    dataset: str = Field("digits", description="digits | breast_cancer | wine | csv:<path> (with target).")
-    target: str | None = Field(None, description="Label column of a csv:<path> dataset.")
+    # data (and, from TableConfig, the column roles and preprocessing of a csv/parquet table)
+    dataset: str = Field(
+        "digits", description="digits | breast_cancer | wine | csv:<path> | parquet:<path> (with target)."
+    )
+    target: str | None = Field(None, description="Label column of a csv:<path> or parquet:<path> dataset.")
     val_fraction: float = Field(0.1, description="Fraction of rows for validation (stratified).")
     test_fraction: float = Field(0.2, description="Fraction of rows for the final test (stratified).")
     seed: int = Field(0, description="Seeds python, numpy, torch and the data split.")
@@ -148,9 +152,13 @@ class TorchTrainConfig(JobConfig):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, value: str) -> str:
-        if value in TORCH_DATASETS or (value.startswith("csv:") and len(value) > 4):
+        if value in TORCH_DATASETS or any(
+            value.startswith(prefix) and len(value) > len(prefix) for prefix in TABLE_PREFIXES
+        ):
             return value
-        raise ValueError(f"dataset={value!r} is not one of {', '.join(TORCH_DATASETS)}, csv:<path>")
+        raise ValueError(
+            f"dataset={value!r} is not one of {', '.join(TORCH_DATASETS)}, csv:<path>, parquet:<path>"
+        )
 
     @field_validator("registered_model_name")
     @classmethod
@@ -232,8 +240,12 @@ class TorchTrainConfig(JobConfig):
                 f"model=cnn needs image data (dataset={'|'.join(IMAGE_DATASETS)}); dataset={self.dataset!r} "
                 "is tabular: use model=mlp"
             )
-        if self.dataset.startswith("csv:") and not self.target:
+        if self.dataset.startswith(TABLE_PREFIXES) and not self.target:
             raise ValueError(f"dataset={self.dataset!r} needs target=<label column>")
+        if self.impute == "none":
+            raise ValueError(
+                "impute=none leaves missing numbers, which a network cannot take: use median|most_frequent"
+            )
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(
                 f"val_fraction={self.val_fraction} must be in (0, 1): validation picks the best epoch"

@@ -4,7 +4,8 @@
 - scikit-learn flavor: the fitted estimator's own `predict` (or the `pyfunc_predict_fn` it was logged
   with) on a numpy array;
 - pytorch flavor: the module in eval mode under `torch.no_grad()` on a numpy array, with concurrent
-  requests micro-batched;
+  requests micro-batched; the same for the torch trainer's models-from-code pyfunc (torch_pyfunc.py)
+  when its input is numeric columns without a preprocessor (its network is then the whole model);
 - anything else, or a model whose native output differs from pyfunc's on its own input example:
   MLflow's scoring code itself (`mlflow.pyfunc.scoring_server.invocations`), in a worker thread.
 The per-request cost of pyfunc (schema enforcement through pandas) is what the native path avoids;
@@ -153,6 +154,8 @@ class ServedModel:
     native: Any = None
     predict_fn: str = "predict"
     records_output: bool = False  # torch model with a column signature: MLflow answers with records
+    # Column signature: every column a request must name (checked on the pyfunc path too).
+    required_columns: tuple[str, ...] = ()
     max_batch_size: int = 1024
     batcher: MicroBatcher | None = None
     _executor: ThreadPoolExecutor | None = None
@@ -280,7 +283,10 @@ def load_served_model(
 def _choose_predictor(served: ServedModel, path: str, max_wait_ms: float) -> None:
     """Serve natively when the signature and flavor allow and the self-check agrees; else via pyfunc."""
     metadata = served.pyfunc_model.metadata
-    spec = InputSpec.from_schema(metadata.get_input_schema())
+    schema = metadata.get_input_schema()
+    if schema is not None and not schema.is_tensor_spec():
+        served.required_columns = tuple(c.name for c in schema.inputs if c.name and c.required)
+    spec = InputSpec.from_schema(schema)
     if spec is None:
         logger.info("model %s: no numeric signature, serving through pyfunc", served.identity.resolved_uri)
         return
@@ -288,6 +294,8 @@ def _choose_predictor(served: ServedModel, path: str, max_wait_ms: float) -> Non
         _make_sklearn(served, spec)
     elif "pytorch" in metadata.flavors:
         _make_torch(served, spec)
+    elif spec.kind == "columns":
+        _make_torch_code(served, spec)
     if not served.fast:
         return
     served._executor = ThreadPoolExecutor(1, thread_name_prefix=f"{served.flavor}-predict")
@@ -324,6 +332,23 @@ def _make_torch(served: ServedModel, spec: InputSpec) -> None:
     # MLflow feeds a column-signature torch model `DataFrame.to_numpy(float32)`, a tensor one its dtype.
     served.validator = Validator(spec, np.float32 if spec.kind == "columns" else spec.dtypes[0])
     served.records_output = spec.kind == "columns"
+
+
+def _make_torch_code(served: ServedModel, spec: InputSpec) -> None:
+    """Our torch models-from-code pyfunc on numeric columns: its network, fed as its predict feeds it."""
+    from mlops_platform.torch_pyfunc import TorchClassifier
+
+    try:
+        python_model = served.pyfunc_model.unwrap_python_model()
+    except Exception:  # not a python_model at all
+        return
+    if not isinstance(python_model, TorchClassifier) or python_model.preprocessor is not None:
+        return
+    if list(spec.names) != python_model.feature_names:
+        return
+    served.flavor, served.native = "pytorch", python_model.module
+    # TorchClassifier.predict feeds the network `DataFrame.to_numpy(float32)` in signature order.
+    served.validator = Validator(spec, np.float32)
 
 
 def _self_check(served: ServedModel, path: str) -> None:

@@ -17,9 +17,10 @@ from typing import Any, TypeVar
 import numpy as np
 import orjson
 
-from mlops_platform.serving.errors import RequestError
+from mlops_platform.serving.errors import RequestError, invalid_input
 from mlops_platform.serving.parsing import ParsedRequest, media_type, parse_request
 from mlops_platform.serving.predictors import ServedModel, run_fallback
+from mlops_platform.serving.validation import missing_columns, missing_columns_message
 
 logger = logging.getLogger("mlops_platform.serving")
 
@@ -51,6 +52,8 @@ async def score(model: ServedModel, body: bytes, content_type: str | None) -> An
     """Answer one request with `model`; raises RequestError for what the client must fix."""
     if not model.fast:
         media_type(content_type)  # 415 for what MLflow would refuse too, before a thread hop
+        if model.required_columns:
+            await _maybe_in_thread(len(body) > OFFLOAD_BYTES, check_columns, model, body, content_type)
         status, content = await run_fallback(model, body, content_type)
         return Answer(content, status)
     offload = len(body) > OFFLOAD_BYTES
@@ -65,6 +68,18 @@ async def score(model: ServedModel, body: bytes, content_type: str | None) -> An
     output = await predict(model, array)
     predictions = await _maybe_in_thread(offload, model.output_json, output)
     return Answer(b'{"predictions": ' + predictions + b"}", 200, array, output, predictions, parsed.params)
+
+
+def check_columns(model: ServedModel, body: bytes, content_type: str | None) -> None:
+    """422 naming the columns a request lacks, before MLflow's schema enforcement buries them in a long
+    message; a body we cannot parse is left to MLflow, which answers it as it always has."""
+    try:
+        parsed = parse_request(body, content_type)
+    except RequestError:
+        return
+    missing = missing_columns(parsed, model.required_columns)
+    if missing:
+        raise invalid_input(missing_columns_message(missing))
 
 
 def validated_input(model: ServedModel, body: bytes, content_type: str | None) -> tuple[ParsedRequest, Any]:

@@ -454,3 +454,29 @@ def _frame_array(frame: Any, column_name: Callable[[int], str]) -> np.ndarray:
             f"missing value at row {row}, {column_name(column)}: missing values are not accepted"
         )
     return array
+
+
+def missing_columns(request: ParsedRequest, names: Any) -> list[str]:
+    """The columns of `names` a request with named columns lacks; [] when it names none (an unnamed
+    list, a tensor): the model's own checks then decide. For the pyfunc path, whose schema enforcement
+    names a missing column only deep inside a long message."""
+    key = _reader_key(request)
+    data = request.data
+    if key in (CSV, PARQUET):
+        sent = set(data[0])
+    elif key == DF_SPLIT:
+        if not isinstance(data, dict) or not isinstance(data.get("columns"), list):
+            return []
+        sent = set(data["columns"])
+    elif key == "dict":
+        sent = set(data)
+    elif key in (DF_RECORDS, "records") and isinstance(data, list) and data:
+        # A column absent from every record: the DataFrame MLflow builds from them has no such column.
+        sent = set().union(*(record for record in data if isinstance(record, dict)))
+    else:
+        return []
+    return [name for name in names if name not in sent]
+
+
+def missing_columns_message(missing: list[str]) -> str:
+    return f"missing column(s) {_listing(missing)}"

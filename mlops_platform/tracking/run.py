@@ -457,16 +457,21 @@ class TrackedRun:
         registered version goes, which a run artifact would not. They are uploaded before the version
         is registered, so a registered version never lacks them.
 
+        For "pyfunc", `model` is the python_model: a models-from-code file's path, or an instance.
         Returns the flavor's ModelInfo (`model_uri` is "models:/<model_id>").
         """
         import mlflow
 
         module = importlib.import_module(f"mlflow.{flavor}")
+        # pyfunc's first parameter is the deprecated artifact_path; the model is python_model.
+        model_args = () if flavor == "pyfunc" else (model,)
+        if flavor == "pyfunc":
+            flavor_kwargs = {"python_model": model, **flavor_kwargs}
         # Flush first: MLflow copies the run's metrics at the model's step onto the LoggedModel.
         self.flush(timeout=self.tracker.close_timeout)
         with self._fluent_scope():
             info = module.log_model(
-                model,
+                *model_args,
                 name="model",
                 input_example=input_example,
                 signature=signature,

@@ -1,6 +1,6 @@
 """What a logged model declares about itself: its signature and the packages it needs.
 
-Column-based signatures (scikit-learn pipelines): the original column names and types, every column
+Column-based signatures (both trainers' models): the original column names and types, every column
 required.
 
 MLflow infers a column with missing values as optional (`required: false`), and an optional column may
@@ -34,13 +34,6 @@ def column_signature(example: pd.DataFrame, output: Any) -> Any:
         inferred = infer_signature(example, output)
     inputs = Schema([ColSpec(column.type, column.name, required=True) for column in inferred.inputs.inputs])
     return ModelSignature(inputs=inputs, outputs=inferred.outputs, params=inferred.params)
-
-
-def tensor_signature(example: Any, output: Any) -> Any:
-    """The ModelSignature of a model taking the array `example` (a tensor spec) and answering `output`."""
-    from mlflow.models import infer_signature
-
-    return infer_signature(example, output)
 
 
 def pinned(distributions: Iterable[str]) -> list[str]:

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_platform import evaluation
+from mlops_platform.columns import COLUMN_ROLES_ARTIFACT
 from mlops_platform.config.train_sklearn import TrainSklearnConfig
 from mlops_platform.data import DataError, Dataset, Splits, load_dataset, split_dataset
 from mlops_platform.errors import UserError
@@ -49,7 +50,6 @@ from mlops_platform.training.sklearn_models import (
 ENTRY_POINT = "train_sklearn"
 BASELINE_MODEL = "baseline"
 LATENCY_REPEATS = 3
-COLUMN_ROLES_ARTIFACT = "column_roles.json"
 # Models that take NaN in their input themselves, so impute=none can leave missing numbers as they are.
 _TAKES_MISSING = ("hist_gb", BASELINE_MODEL)
 # MLflow's hint that integer columns cannot hold missing values: our labels and counts never miss any.
@@ -309,13 +309,7 @@ def log_trained(run: Run, prepared: PreparedData, trained: TrainedModel, registe
 
 def column_role_params(dataset: Dataset) -> dict[str, Any]:
     """How many columns have each role, and which were dropped (the full roles are an artifact)."""
-    roles = dataset.roles
-    return {
-        "data.n_numeric": len(roles.numeric),
-        "data.n_categorical": len(roles.categorical),
-        "data.n_boolean": len(roles.boolean),
-        "data.dropped": ",".join(roles.dropped) or "none",
-    }
+    return dataset.roles.params()
 
 
 def _log_evaluation_artifacts(run: Run, prepared: PreparedData, trained: TrainedModel) -> None:

@@ -41,8 +41,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from mlops_platform.columns import COLUMN_ROLES_ARTIFACT
 from mlops_platform.config.train_torch import LAUNCH_FIELDS, TorchTrainConfig
-from mlops_platform.data import DataError, Dataset, Splits, load_dataset, split_dataset
+from mlops_platform.data import Dataset, Splits, load_dataset, split_dataset
 from mlops_platform.errors import UserError
 from mlops_platform.evaluation import (
     classification_report_text,
@@ -50,6 +51,7 @@ from mlops_platform.evaluation import (
     learning_curves_figure,
     misclassified_table,
 )
+from mlops_platform.preprocessing import build_preprocessor
 from mlops_platform.settings import mlops_home
 from mlops_platform.skew.profile import PROFILE_FILE, model_profile
 from mlops_platform.tracking.interface import MetricsSink, Run, Tracker
@@ -91,7 +93,12 @@ RESUME_FLUSH_TIMEOUT = 60.0
 
 @dataclass(frozen=True)
 class Prepared:
-    """Data ready for the loop: standardized tensors, plus what the export and artifacts need."""
+    """Data ready for the loop: network-input tensors, plus what the export and artifacts need.
+
+    `preprocessor` is the ColumnTransformer fitted on the training split (preprocessing.py) for a table
+    with categories, booleans or gaps, and None for numeric columns without gaps, which the network's
+    own standardization layer (`standardizer`, identity for tables) takes as they are.
+    """
 
     dataset: Dataset
     splits: Splits
@@ -99,23 +106,22 @@ class Prepared:
     train: TensorData
     validation: TensorData
     test: TensorData
+    preprocessor: Any = None
 
 
 def prepare_data(config: TorchTrainConfig) -> Prepared:
-    """Load, split, and standardize with statistics of the training split only.
+    """Load, split, and fit the input transformation on the training split only.
 
     Raises:
-        DataError: the data module's checks (missing file/column, non-numeric, single-sample class).
+        DataError: the data module's checks (missing file/column, unusable column, single-sample class).
         UserError: a regression target, or a CNN on data that is not images.
     """
-    dataset = load_dataset(config.dataset, target=config.target)
-    roles = dataset.roles
-    if not roles.all_numeric_complete:
-        raise DataError(
-            f"dataset {dataset.name!r}: the torch trainer takes numeric columns without gaps; categorical: "
-            f"{', '.join(roles.categorical) or '-'}, boolean: {', '.join(roles.boolean) or '-'}, "
-            f"with missing values: {', '.join(roles.with_missing) or '-'} (train_sklearn takes them)"
-        )
+    dataset = load_dataset(
+        config.dataset,
+        target=config.target,
+        categorical=config.categorical_columns,
+        drop=config.dropped_columns,
+    )
     if dataset.task != "classification":
         raise UserError(
             f"dataset={config.dataset!r} has a regression target ({dataset.target_name}); "
@@ -124,16 +130,36 @@ def prepare_data(config: TorchTrainConfig) -> Prepared:
     if config.model == "cnn" and dataset.image_shape is None:
         raise UserError(f"model=cnn needs image data; dataset={config.dataset!r} is tabular: use model=mlp")
     splits = split_dataset(dataset, config.seed, config.val_fraction, config.test_fraction)
-    standardizer = Standardizer.fit(splits.train.features.to_numpy(np.float32))
+    preprocessor = None
+    if dataset.roles.all_numeric_complete:
+        standardizer = Standardizer.fit(splits.train.features.to_numpy(np.float32))
+
+        def inputs(frame) -> np.ndarray:
+            return frame.to_numpy(np.float32, copy=True)
+    else:
+        # The same preprocessing the sklearn trainer puts in its pipeline, scaled for the network.
+        preprocessor = build_preprocessor(dataset.roles, scale=True, **config.preprocessing_options())
+        preprocessor.fit(splits.train.features)
+        width = len(preprocessor.get_feature_names_out())
+        standardizer = Standardizer(np.zeros(width), np.ones(width))
+
+        def inputs(frame) -> np.ndarray:
+            return np.asarray(preprocessor.transform(frame), dtype=np.float32)
 
     def tensors(split) -> TensorData:
-        raw = torch.from_numpy(split.features.to_numpy(np.float32, copy=True))
+        raw = torch.from_numpy(inputs(split.features))
         with torch.no_grad():
             features = standardizer(raw)
         return TensorData(features, torch.from_numpy(dataset.encode_target(split.target)))
 
     return Prepared(
-        dataset, splits, standardizer, tensors(splits.train), tensors(splits.validation), tensors(splits.test)
+        dataset,
+        splits,
+        standardizer,
+        tensors(splits.train),
+        tensors(splits.validation),
+        tensors(splits.test),
+        preprocessor,
     )
 
 
@@ -263,6 +289,8 @@ def train_with_tracking(
         world.broadcast_object(run.run_id)
         if attach_run_id is None:
             run.log_config(config.to_params(), params=config.logged_params())
+            run.log_params(prepared.dataset.roles.params())
+            run.log_dict(prepared.dataset.roles.to_dict(), COLUMN_ROLES_ARTIFACT)
             prepared.splits.log_to(run)
         tags = {DEVICE_TAG: precision.device, AMP_TAG: precision.amp_name}
         if world.distributed:
@@ -304,7 +332,7 @@ def train_with_tracking(
         )
         val_predictions = log_reports(run, trainer, prepared, result, test.predictions)
         profile = skew_profile(prepared, val_predictions)
-        log_exported_model(run, result.model, prepared, config.registered_model_name, profile)
+        log_exported_model(run, result.model, prepared, config, config.registered_model_name, profile)
         return run.run_id
 
 
@@ -502,44 +530,42 @@ def exported_classifier(model: torch.nn.Module, prepared: Prepared) -> ExportedC
     return ExportedClassifier(prepared.standardizer, model).cpu().eval()
 
 
+def network_description(config: TorchTrainConfig, prepared: Prepared) -> dict[str, Any]:
+    """What rebuilds the network at load time (`build_model`'s arguments), the input columns and the
+    class labels: the logged model's `network.json`."""
+    dataset = prepared.dataset
+    return {
+        "model": config.model,
+        "n_features": int(prepared.train.features.shape[1]),
+        "n_classes": dataset.n_classes,
+        "hidden_sizes": list(config.hidden_layer_sizes),
+        "channels": list(config.conv_channels),
+        "dropout": config.dropout,
+        "image_shape": list(dataset.image_shape) if dataset.image_shape else None,
+        "feature_names": list(dataset.feature_names),
+        "class_labels": [str(label) for label in dataset.class_labels],
+    }
+
+
 def log_exported_model(
     run: Run,
     model: torch.nn.Module,
     prepared: Prepared,
+    config: TorchTrainConfig,
     registered_model_name: str | None,
     profile: dict[str, Any] | None = None,
 ) -> Any:
-    """Log the exported classifier with the pytorch flavor, a tensor signature and an input example.
+    """Log the classifier as our models-from-code pyfunc taking the raw named columns (see
+    mlops_platform/torch_pyfunc.py), with a column signature and an input example."""
+    from mlops_platform.tracking.torch_model import log_torch_classifier
 
-    The signature is a float32 tensor (-1, n_features): MLflow's pt2 format (torch.export, no pickled
-    code) needs a tensor signature. Feature names and class labels go into the model's metadata.
-    """
-    from mlops_platform.tracking.signatures import tensor_signature
-
-    exported = exported_classifier(model, prepared)
-    example = prepared.splits.train.features.head(INPUT_EXAMPLE_ROWS).to_numpy(np.float32, copy=True)
-    with torch.no_grad():
-        output = exported(torch.from_numpy(example)).numpy()
-    return run.log_model(
-        "pytorch",
-        exported,
-        input_example=example,
-        signature=tensor_signature(example, output),
+    return log_torch_classifier(
+        run,
+        exported_classifier(model, prepared),
+        network_description(config, prepared),
+        prepared.preprocessor,
+        prepared.splits.train.features.head(INPUT_EXAMPLE_ROWS),
         registered_model_name=registered_model_name,
-        # Explicit requirements: MLflow's inference would reload the model in a subprocess (seconds).
-        pip_requirements=pytorch_requirements(),
-        metadata={
-            "feature_names": list(prepared.dataset.feature_names),
-            "class_labels": [str(label) for label in prepared.dataset.class_labels],
-            "output": "class probabilities, one column per class_labels entry",
-        },
+        metadata={"column_roles": prepared.dataset.roles.to_dict()},
         model_files={PROFILE_FILE: profile} if profile is not None else None,
     )
-
-
-def pytorch_requirements() -> list[str]:
-    """What the logged model needs to load: torch (without a local label such as +cpu) and cloudpickle;
-    MLflow adds itself."""
-    import cloudpickle
-
-    return [f"torch=={torch.__version__.split('+')[0]}", f"cloudpickle=={cloudpickle.__version__}"]
