@@ -60,3 +60,14 @@ class SystemMetricsSampler:
             if values:
                 self._log_metrics({f"system/{k}": float(v) for k, v in values.items()}, step)
             step += 1
+
+
+def measure_once() -> dict[str, float]:
+    """One measurement now, named as the sampler names its averages: for a stretch of time shorter
+    than the sampling interval, in which the sampler logs nothing. It has monitors of its own, since the
+    sampler's collect on the sampler's thread."""
+    values: dict[str, float] = {}
+    for monitor in _monitors():
+        monitor.collect_metrics()
+        values.update(monitor.aggregate_metrics())
+    return {f"system/{k}": float(v) for k, v in values.items()}

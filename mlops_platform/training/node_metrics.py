@@ -1,7 +1,8 @@
 """System metrics per node of a data-parallel job: `system/node_<k>/<name>`, so a slow node shows.
 
 Each node's local rank 0 samples its own machine with the tracker's sampler (MLflow's monitors, the
-same names as a single process's `system/...`). At each epoch end, when every rank is at the same point
+same names as a single process's `system/...`), and measures once more at an epoch end when the epoch
+was too short for a sample. At each epoch end, when every rank is at the same point
 anyway, one gather brings the samples to rank 0, which logs each node's mean over the epoch at
 step = epoch through its metrics sink. No other rank talks to the tracking server.
 """
@@ -84,6 +85,12 @@ class NodeMetrics:
         """Gather each node's mean since the last epoch end to rank 0, which logs it at step `epoch`."""
         with self._lock:
             samples, self._pending = self._pending, []
+        if self._sampler is not None and not samples:
+            # An epoch shorter than the sampling interval: measure now, so that every epoch has every
+            # node's figures (CPU utilization since the last measurement in this process).
+            from mlops_platform.tracking.system_metrics import measure_once
+
+            samples = [measure_once()]
         mine = (self.world.node_rank, epoch_means(samples)) if self.world.is_node_leader else None
         gathered = self.world.gather_objects(mine)
         if gathered is None or self.sink is None:

@@ -7,12 +7,16 @@ nothing RUNNING. The unit tests first: sharding, launch arguments, config rules.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
 import sys
+import tempfile
+import textwrap
 import time
 from pathlib import Path
+from unittest import mock
 
 import psutil
 import pytest
@@ -162,8 +166,15 @@ def test_resume_keeps_the_given_launch_params():
 
 def single_process_reference(**values) -> dict[str, list[tuple[int, float]]]:
     """The same job on one process, in memory: what every distributed run must reproduce."""
+    return _reference(tuple(sorted(values.items())))
+
+
+@functools.cache  # several tests compare against the same job: train it once per session
+def _reference(values: tuple[tuple[str, object], ...]) -> dict[str, list[tuple[int, float]]]:
     tracker = RecordingTracker()
-    torch_job.run(TorchTrainConfig.parse({**DIGITS_MLP, **values}), tracker=tracker)
+    # Its checkpoints in a home of its own: the test's MLOPS_HOME shows only what the job under test wrote.
+    with tempfile.TemporaryDirectory() as home, mock.patch.dict(os.environ, {"MLOPS_HOME": home}):
+        torch_job.run(TorchTrainConfig.parse({**DIGITS_MLP, **dict(values)}), tracker=tracker)
     return tracker.last_run.metrics
 
 
@@ -192,11 +203,12 @@ def assert_matches_reference(client, run_id: str, reference: dict) -> None:
     run = client.get_run(run_id)
     for key in FINAL:
         assert run.data.metrics[key] == pytest.approx(reference[key][-1][1], abs=TOLERANCE), key
-    for key in (*STEP_METRICS, *EPOCH_METRICS):
+    for key in {*STEP_METRICS, *EPOCH_METRICS, *run.data.metrics}:  # system/node_<k>/... included
         history = client.get_metric_history(run_id, key)
         steps = [metric.step for metric in history]
         assert len(steps) == len(set(steps)), f"{key} has a step stored twice: {sorted(steps)}"
-        assert sorted(steps) == [step for step, _ in reference[key]], key
+        if not key.startswith("system/"):  # the loop's and the test metrics: at the reference's steps
+            assert sorted(steps) == [step for step, _ in reference[key]], key
         if key in ("val_loss", "val_accuracy", "train_loss", "train_loss_step", "grad_norm"):
             values = dict(sorted((metric.step, metric.value) for metric in history))
             assert values == pytest.approx(dict(reference[key]), abs=TOLERANCE), key
@@ -208,12 +220,37 @@ def only_run(client, experiment_id: str):
     return runs[0]
 
 
-def test_two_processes_log_one_run_equal_to_one_process(sqlite_tracking_uri, fresh_experiment):
+def other_ranks_cut_off(folder: Path) -> dict[str, str]:
+    """Environment in which every rank but 0 has, instead of the server, a SQLite tracking URI whose
+    file any MLflow client or store of that rank would create, and notes that it got it.
+
+    A `sitecustomize` module on PYTHONPATH runs at the start of every Python process: torchrun's
+    workers find their RANK already set, the launcher has none."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(
+        textwrap.dedent(
+            f"""
+            import os
+            if os.environ.get("RANK", "0") != "0":
+                os.environ["MLFLOW_TRACKING_URI"] = "sqlite:///{folder / "other-ranks.db"}"
+                open(os.path.join({str(folder)!r}, "cut-off-rank-" + os.environ["RANK"]), "w").close()
+            """
+        )
+    )
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))}
+
+
+def test_two_processes_log_one_run_equal_to_one_process(
+    sqlite_tracking_uri, fresh_experiment, _isolated_home, tmp_path
+):
     from mlflow import MlflowClient
 
     client = MlflowClient(sqlite_tracking_uri)
     name, experiment_id = fresh_experiment(sqlite_tracking_uri)
-    job = mlops_train("--nproc-per-node", "2", *options(epochs=2, experiment=name))
+    cut_off = tmp_path / "cut-off"
+    job = mlops_train(
+        "--nproc-per-node", "2", *options(epochs=2, experiment=name), **other_ranks_cut_off(cut_off)
+    )
     reference = single_process_reference(epochs=2)  # meanwhile, in this process
     output = job.communicate(timeout=400)[0]
     assert job.returncode == 0, output[-4000:]
@@ -222,8 +259,18 @@ def test_two_processes_log_one_run_equal_to_one_process(sqlite_tracking_uri, fre
     assert run.data.params["nproc_per_node"] == "2"
     assert_matches_reference(client, run.info.run_id, reference)
     # System metrics per node, and none unlabelled (the run's own sampler sees only node 0).
-    assert "system/node_0/cpu_utilization_percentage" in run.data.metrics
+    node_cpu = client.get_metric_history(run.info.run_id, "system/node_0/cpu_utilization_percentage")
+    assert sorted(metric.step for metric in node_cpu) == [step for step, _ in reference["val_loss"]]
     assert not any(key.startswith("system/") and "/node_" not in key for key in run.data.metrics)
+    # Rank 1 ran without the server's address and never opened a tracking store at all.
+    assert (cut_off / "cut-off-rank-1").is_file()
+    assert not (cut_off / "other-ranks.db").exists()
+    # One writer of checkpoints (rank 0), and no temp file of its atomic writes left behind.
+    checkpoints = _isolated_home / "checkpoints"
+    assert sorted(str(path.relative_to(checkpoints)) for path in checkpoints.rglob("*")) == [
+        run.info.run_id,
+        f"{run.info.run_id}/last.pt",
+    ]
 
 
 @pytest.mark.slow
@@ -343,11 +390,15 @@ def test_without_restarts_a_killed_rank_fails_the_run_and_resume_from_finishes_i
     name, experiment_id = fresh_experiment(sqlite_tracking_uri)
     job = mlops_train("--nproc-per-node", "2", *options(**FAULT, experiment=name))
     wait_for_checkpoint(_isolated_home, 2, job)
-    rank_process(job, 1).send_signal(signal.SIGKILL)
+    # Rank 0 killed: no rank can end the run; the launcher (`mlops train torch`) marks it FAILED. (A
+    # killed rank 1 is the easy case: torchrun stops rank 0 with SIGTERM and rank 0 ends the run KILLED.)
+    rank_process(job, 0).send_signal(signal.SIGKILL)
     output = job.communicate(timeout=300)[0]
     assert job.returncode != 0, output[-4000:]
+    assert "the training ranks failed" in output, output[-4000:]
     run = only_run(client, experiment_id)
-    assert run.info.status in ("FAILED", "KILLED"), run.info.status
+    assert run.info.status == "FAILED", run.info.status
+    assert run.data.tags["mlops.error"] == "torchrun: rank 0 died of SIGKILL"
     assert client.search_runs([experiment_id], "attributes.status = 'RUNNING'") == []
 
     resumed = mlops_train("--nproc-per-node", "2", "--resume-from", run.info.run_id)
