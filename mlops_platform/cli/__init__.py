@@ -14,6 +14,8 @@ import click
 from mlops_platform import __version__
 from mlops_platform.cli.jobs import job_command
 from mlops_platform.entrypoints import ENTRY_POINTS
+from mlops_platform.errors import UserError
+from mlops_platform.redaction import redact
 
 # Subcommands that are not jobs: name -> "module:click object".
 COMMANDS: dict[str, str] = {
@@ -53,7 +55,20 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
-@click.group(cls=LazyGroup, lazy_commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+class CommandLine(LazyGroup):
+    """The root group: the one place where a UserError (bad input, a refused request; errors.py) becomes
+    a one-line message (passwords in URIs masked) and exit status 1, for every subcommand."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as error:
+            raise click.ClickException(redact(str(error))) from None
+
+
+@click.group(
+    cls=CommandLine, lazy_commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(__version__, prog_name="mlops")
 def cli() -> None:
     """Train, track, promote and serve models on a self-hosted MLflow stack.

@@ -7,7 +7,6 @@ from dataclasses import replace
 import click
 
 from mlops_platform.demo_config import DemoConfig
-from mlops_platform.errors import UserError
 
 _DEFAULTS = DemoConfig()
 
@@ -20,7 +19,4 @@ def demo(port: int, serve_port: int, epochs: int) -> None:
     """Start the local tracking server, then train -> promote -> serve -> predict, end to end."""
     from mlops_platform.demo import run_demo
 
-    try:
-        run_demo(replace(_DEFAULTS, tracking_port=port, serve_port=serve_port, epochs=epochs))
-    except UserError as error:
-        raise click.ClickException(str(error)) from None
+    run_demo(replace(_DEFAULTS, tracking_port=port, serve_port=serve_port, epochs=epochs))

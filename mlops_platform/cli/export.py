@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mlops_platform.cli.registry import _TRACKING_URI, _user_errors
+from mlops_platform.cli.registry import _TRACKING_URI
 
 
 @click.command("export")
@@ -26,7 +26,6 @@ from mlops_platform.cli.registry import _TRACKING_URI, _user_errors
 )  # fmt: skip
 @click.option("--page-size", type=click.IntRange(min=1), default=None, help="Runs per page.")
 @_TRACKING_URI
-@_user_errors
 def export_command(
     experiment: str,
     output_format: str,

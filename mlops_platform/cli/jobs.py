@@ -107,9 +107,10 @@ def job_command(entry: EntryPoint) -> click.Command:
         try:
             entry.load_job()(config)
         except UserError as error:
-            # A data error (a missing file, a bad column) is found before the job opens its run.
+            # A data error (a missing file, a bad column) is found before the job opens its run; the
+            # root command (cli/__init__.py) turns the error itself into a message and exit status.
             _explain_on_mlflow_run(str(error), keep_existing=True)
-            raise click.ClickException(str(error)) from None
+            raise
 
     return click.Command(
         entry.cli_path[-1],

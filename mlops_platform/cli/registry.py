@@ -6,33 +6,16 @@ Heavy imports (mlflow, pandas) happen inside the commands, so `mlops --help` sta
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from functools import wraps
-from typing import Any
 
 import click
 
 from mlops_platform.config.promote import PromoteConfig
-from mlops_platform.errors import UserError
 
 _TRACKING_URI = click.option(
     "--tracking-uri",
     default=None,
     help="Tracking server URL; default: MLFLOW_TRACKING_URI or the local server.",
 )
-
-
-def _user_errors(function: Callable[..., Any]) -> Callable[..., Any]:
-    """UserError -> a one-line message and exit status 1, no traceback."""
-
-    @wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return function(*args, **kwargs)
-        except UserError as error:
-            raise click.ClickException(str(error)) from None
-
-    return wrapper
 
 
 # ------------------------------------------------------------------------------------------ runs search
@@ -48,7 +31,6 @@ def _user_errors(function: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--status", default="FINISHED", show_default=True, help="Run status, or ANY.")
 @click.option("--format", "output_format", type=click.Choice(["table", "json", "csv"]), default="table")
 @_TRACKING_URI
-@_user_errors
 def search_command(
     experiments: tuple[str, ...],
     filter_string: str,
@@ -95,7 +77,6 @@ def registry() -> None:
 
 @registry.command("list")
 @_TRACKING_URI
-@_user_errors
 def list_command(tracking_uri: str | None) -> None:
     """Every registered model with its aliases."""
     from mlops_platform.registry.search import client_for
@@ -120,7 +101,6 @@ def list_command(tracking_uri: str | None) -> None:
 @click.argument("model_name")
 @click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table")
 @_TRACKING_URI
-@_user_errors
 def show_command(model_name: str, output_format: str, tracking_uri: str | None) -> None:
     """The versions of MODEL_NAME: aliases, source run, promotion tags."""
     from mlops_platform.registry.promote import RegistryError, check_model_name, get_aliases
@@ -175,7 +155,6 @@ def show_command(model_name: str, output_format: str, tracking_uri: str | None) 
     help="PostgreSQL URI for the cross-machine advisory lock (default: $MLOPS_LOCK_URI).",
 )
 @_TRACKING_URI
-@_user_errors
 def rollback_command(model_name: str, alias: str, lock_uri: str | None, tracking_uri: str | None) -> None:
     """Move ALIAS of MODEL_NAME back to the version @previous points at."""
     from mlops_platform.registry.promote import rollback

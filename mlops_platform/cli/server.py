@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from mlops_platform.redaction import redact
-from mlops_platform.server import LocalTrackingServer, ServerConfig, ServerError
+from mlops_platform.server import LocalTrackingServer, ServerConfig
 from mlops_platform.settings import mlops_home
 
 _DEFAULTS = ServerConfig(home=Path("."))
@@ -81,12 +81,9 @@ def start(
         auth_database_uri=auth_database_uri,
         allowed_hosts=allowed_hosts,
     )
-    try:
-        if foreground:
-            LocalTrackingServer(config).run_in_foreground()
-        url = LocalTrackingServer(config).start()
-    except ServerError as error:
-        raise click.ClickException(redact(str(error))) from None
+    if foreground:
+        LocalTrackingServer(config).run_in_foreground()
+    url = LocalTrackingServer(config).start()
     click.echo(f"tracking server running at {url}")
     click.echo(f"  backend store: {redact(config.resolved_backend_store_uri)}")
     click.echo(f"  artifacts:     {redact(config.resolved_artifacts_destination)}")
@@ -140,19 +137,15 @@ def add_user(username: str, read_models: tuple[str, ...], tracking_uri: str | No
     import os
 
     from mlops_platform.accounts import ensure_user, grant
-    from mlops_platform.errors import UserError
     from mlops_platform.settings import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     password = os.environ.get("MLOPS_NEW_USER_PASSWORD", "")
     if not password:
         raise click.ClickException("set the new user's password in MLOPS_NEW_USER_PASSWORD")
-    try:
-        created = ensure_user(uri, username, password)
-        for model in read_models:
-            grant(uri, username, "registered_model", model, "READ")
-    except UserError as error:
-        raise click.ClickException(str(error)) from None
+    created = ensure_user(uri, username, password)
+    for model in read_models:
+        grant(uri, username, "registered_model", model, "READ")
     click.echo(f"user {username} {'created' if created else 'exists; password updated'} on {redact(uri)}")
     for model in read_models:
         click.echo(f"  READ on registered model {model}")

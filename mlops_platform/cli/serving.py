@@ -50,10 +50,7 @@ def _serve(ctx: click.Context, **options) -> None:
         raise click.UsageError("Missing option '--model-uri'.")
     from mlops_platform.serving.app import serve as run_server
 
-    try:
-        run_server(ServeConfig.parse(options))
-    except UserError as error:
-        raise click.ClickException(str(error)) from None
+    run_server(ServeConfig.parse(options))
 
 
 serve = click.Group(
@@ -98,14 +95,11 @@ def report(
 
     if (log_path is None) == (url is None):
         raise click.UsageError("give one of --log PATH (the prediction log) or --url URL (a running server)")
-    try:
-        summary = summarize(read_lines(log_path)) if log_path else summarize_health(read_health(url), url)
-        if not no_mlflow:
-            from mlops_platform.settings import resolve_tracking_uri
+    summary = summarize(read_lines(log_path)) if log_path else summarize_health(read_health(url), url)
+    if not no_mlflow:
+        from mlops_platform.settings import resolve_tracking_uri
 
-            summary["mlflow_run_id"] = log_to_mlflow(summary, resolve_tracking_uri(tracking_uri), experiment)
-    except UserError as error:
-        raise click.ClickException(str(error)) from None
+        summary["mlflow_run_id"] = log_to_mlflow(summary, resolve_tracking_uri(tracking_uri), experiment)
     click.echo(json.dumps(summary, indent=2))
 
 
@@ -128,10 +122,7 @@ def report(
 )
 def predict(model_uri: str, input_path: Path, tracking_uri: str | None, allow_unsafe_models: bool) -> None:
     """Print the predictions a served model would answer for one request file."""
-    try:
-        _predict(model_uri, input_path, tracking_uri, allow_unsafe_models)
-    except UserError as error:
-        raise click.ClickException(str(error)) from None
+    _predict(model_uri, input_path, tracking_uri, allow_unsafe_models)
 
 
 def _predict(model_uri: str, input_path: Path, tracking_uri: str | None, allow_unsafe: bool) -> None:

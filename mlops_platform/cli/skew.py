@@ -6,8 +6,6 @@ import sys
 
 import click
 
-from mlops_platform.errors import UserError
-
 # Exit status when --fail-on-drift finds drift (1 is an error, 2 a usage error).
 DRIFT_EXIT_CODE = 3
 
@@ -82,10 +80,7 @@ def skew(
         output_dir=output_dir,
         log_to_mlflow=not no_mlflow,
     )
-    try:
-        summary = run(options, resolve_tracking_uri(tracking_uri))
-    except UserError as error:
-        raise click.ClickException(str(error)) from None
+    summary = run(options, resolve_tracking_uri(tracking_uri))
     click.echo(json.dumps(summary, indent=2))
     if summary["drift"]:
         drifted = [

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from mlops_platform.errors import UserError
-
 _STORAGE_HELP = "Optuna storage URL (sqlite:///... or postgresql://...); empty: SQLite under MLOPS_HOME."
 
 
@@ -15,10 +13,7 @@ _STORAGE_HELP = "Optuna storage URL (sqlite:///... or postgresql://...); empty: 
 def worker(study: str, storage: str) -> None:
     from mlops_platform.sweep.job import worker as run_worker
 
-    try:
-        run_worker(study, storage or None)
-    except UserError as error:
-        raise click.ClickException(str(error)) from None
+    run_worker(study, storage or None)
 
 
 @click.command(help="Trials by state, the best so far, and the parent run's link.")
@@ -27,7 +22,4 @@ def worker(study: str, storage: str) -> None:
 def status(study: str, storage: str) -> None:
     from mlops_platform.sweep.job import status as show_status
 
-    try:
-        show_status(study, storage or None)
-    except UserError as error:
-        raise click.ClickException(str(error)) from None
+    show_status(study, storage or None)
