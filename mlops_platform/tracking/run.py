@@ -485,7 +485,9 @@ class TrackedRun:
                     Path(folder, file_name).write_text(json.dumps(document, default=str))
                 self.client.log_model_artifacts(info.model_id, folder)
             if registered_model_name:
-                version = mlflow.register_model(info.model_uri, registered_model_name)
+                # The URI MLflow's own log_model registers with: the version then names both the run
+                # and the LoggedModel (a models:/<id> URI would leave its run_id empty).
+                version = mlflow.register_model(f"runs:/{self.run_id}/model", registered_model_name)
                 info.registered_model_version = version.version
             return info
 

@@ -62,8 +62,12 @@ def test_skew_flags_a_shifted_feature_in_served_traffic_and_logs_the_report(sqli
         {"dataset": "digits", "model": "knn", "cv_folds": 2, "baseline": False, "registered_model_name": name,
          "experiment": f"skew-train-{name}"}
     )  # fmt: skip
-    sklearn_job.run(config)
+    trained = sklearn_job.run(config)
     client = MlflowClient(uri, registry_uri=uri)
+    registered = client.get_model_version(
+        name, "1"
+    )  # registered after the profile was uploaded, with its run
+    assert registered.run_id == trained.run_id and registered.source == trained.model_uri
     client.set_registered_model_alias(name, "champion", "1")
     log_path = tmp_path / "predictions.jsonl"
     server = ServerProcess(
