@@ -41,9 +41,15 @@ class EntryPoint:
         return _load(self.job)
 
     def parameter_fields(self) -> dict[str, Any]:
-        """The config fields that are MLproject parameters and CLI options, in declaration order."""
+        """The config fields that are CLI options, in declaration order."""
         fields = self.load_config_class().model_fields
         return {name: field for name, field in fields.items() if name != self.passthrough}
+
+    def declared_fields(self) -> dict[str, Any]:
+        """The fields MLproject declares: all options but the config's conditional fields (see
+        JobConfig.conditional_fields), which `mlflow run -P` passes as `--name value` when given."""
+        conditional = set(self.load_config_class().conditional_fields())
+        return {name: field for name, field in self.parameter_fields().items() if name not in conditional}
 
 
 def _load(target: str) -> Any:

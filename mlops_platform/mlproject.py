@@ -18,10 +18,11 @@ PROJECT_NAME = "mlops_platform"
 
 
 def entry_point_spec(entry: EntryPoint) -> dict:
-    """Parameters and command of one entry point; every parameter reaches the command."""
+    """Parameters and command of one entry point; every parameter reaches the command. Conditional
+    fields are left undeclared: MLflow appends them as `--name value` when given."""
     parameters = {}
     arguments = []
-    for name, field in entry.parameter_fields().items():
+    for name, field in entry.declared_fields().items():
         parameters[name] = {
             "type": mlproject_type(field.annotation),
             "default": mlproject_default(field.default),

@@ -31,7 +31,7 @@ def test_mlproject_parameters_equal_config_fields_by_mlflows_own_loader():
     assert ENTRY_POINTS, "no entry point is declared"
     for entry in ENTRY_POINTS:
         spec = project.get_entry_point(entry.name)
-        fields = entry.parameter_fields()
+        fields = entry.declared_fields()
         assert list(spec.parameters) == list(fields), entry.name
         for name, field in fields.items():
             parameter = spec.parameters[name]

@@ -25,7 +25,7 @@ class _OptionalScalar(click.ParamType):
         return value if value in ("", None) else self.inner.convert(value, param, ctx)
 
 
-def _option_for(name: str, field: Any) -> click.Option:
+def _option_for(name: str, field: Any, undeclared: bool = False) -> click.Option:
     choices = literal_choices(field.annotation)
     if choices is not None:
         # Literal fields: click checks the choice and names the bad value before any run exists.
@@ -38,8 +38,11 @@ def _option_for(name: str, field: Any) -> click.Option:
     else:
         param_type = _CLICK_TYPES[scalar_type(field.annotation)]
     default = mlproject_default(None) if field.default is None else field.default
+    spellings = [f"--{name.replace('_', '-')}"]
+    if undeclared and "_" in name:
+        spellings.append(f"--{name}")  # how `mlflow run -P name=value` passes an undeclared parameter
     return click.Option(
-        [f"--{name.replace('_', '-')}", name],
+        [*spellings, name],
         type=param_type,
         default=default,
         show_default=True,
@@ -95,6 +98,7 @@ def parse_passthrough(args: list[str]) -> dict[str, str]:
 def job_command(entry: EntryPoint) -> click.Command:
     """The `mlops` subcommand of one entry point."""
     config_class = entry.load_config_class()
+    declared = entry.declared_fields()
 
     def callback(**values: Any) -> None:
         try:
@@ -115,7 +119,10 @@ def job_command(entry: EntryPoint) -> click.Command:
     return click.Command(
         entry.cli_path[-1],
         callback=callback,
-        params=[_option_for(name, field) for name, field in entry.parameter_fields().items()],
+        params=[
+            _option_for(name, field, undeclared=name not in declared)
+            for name, field in entry.parameter_fields().items()
+        ],
         help=f"{entry.help}\n\nMLproject entry point: `mlflow run . -e {entry.name}`."
         + (f" Any other --name value goes to {entry.passthrough}." if entry.passthrough else ""),
         context_settings={

@@ -52,6 +52,13 @@ class JobConfig(BaseModel):
         """The resolved config as a flat dict, as it is stored in checkpoints and `config.json`."""
         return self.model_dump(mode="json")
 
+    @classmethod
+    def conditional_fields(cls) -> tuple[str, ...]:
+        """Fields that apply to some choices only (a model's hyperparameters). MLproject does not declare
+        them, because `mlflow run` logs every declared parameter, blank or not, as a param of the run:
+        given as `-P name=value`, one reaches the command as `--name value` and is logged then only."""
+        return ()
+
     def logged_params(self) -> dict[str, Any]:
         """The run params: the resolved config less the fields that mean nothing for this config (a CNN's
         channels on an MLP run); `config.json` keeps them all."""

@@ -101,6 +101,10 @@ class TrainSklearnConfig(TableConfig):
         """The hyperparameter fields and their values (None = estimator default)."""
         return {name: getattr(self, name) for name in HYPERPARAMETERS}
 
+    @classmethod
+    def conditional_fields(cls) -> tuple[str, ...]:
+        return HYPERPARAMETERS
+
     def logged_params(self, task: str | None = None) -> dict[str, object]:
         """The params less the hyperparameters `model` does not take for `task` (default: the config's)."""
         resolved = task or (None if self.task == "auto" else self.task)

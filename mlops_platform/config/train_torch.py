@@ -269,6 +269,10 @@ class TorchTrainConfig(TableConfig):
         if self.rdzv_endpoint is not None and not _HOST_PORT.match(self.rdzv_endpoint):
             raise ValueError(f"rdzv_endpoint={self.rdzv_endpoint!r} must be HOST:PORT, e.g. 10.0.0.1:29400")
 
+    @classmethod
+    def conditional_fields(cls) -> tuple[str, ...]:
+        return tuple(CONDITIONAL_FIELDS)
+
     def logged_params(self) -> dict[str, object]:
         params = self.to_params()
         return {

@@ -151,6 +151,13 @@ def test_model_family_smoke(family: str, mlflow_runs, sqlite_tracking_uri):
         assert 0.5 < metrics["test_roc_auc"] <= 1.0
     assert metrics["model_size_bytes"] > 0 and metrics["predict_latency_ms_per_row"] > 0
 
+    # Only the hyperparameters this model takes are params, even under `mlflow run` (MLproject leaves
+    # them undeclared, so MLflow logs only those given).
+    from mlops_platform.config.sklearn_models import HYPERPARAMETERS, hyperparameters_of
+
+    task = "regression" if regression else "classification"
+    assert set(run.data.params) & set(HYPERPARAMETERS) <= set(hyperparameters_of(params["model"], task))
+
     # Estimator get_params() are params; hyperparameters reach the estimator.
     estimator_params = {k: v for k, v in run.data.params.items() if k.startswith("estimator.")}
     assert estimator_params

@@ -311,6 +311,13 @@ def test_mlflow_run_smoke(params, sqlite_tracking_uri, fresh_experiment):
     [run] = MlflowClient(sqlite_tracking_uri).search_runs([experiment_id])
     assert run.info.status == "FINISHED"
     assert run.data.params["model"] == params["model"] and "test_accuracy" in run.data.metrics
+    # Only what applies, even under `mlflow run` (MLproject leaves conditional fields undeclared):
+    # an MLP run has no CNN channels, a CNN run no hidden_sizes, an adamw run no momentum.
+    assert {"channels" if params["model"] == "mlp" else "hidden_sizes", "momentum"}.isdisjoint(
+        run.data.params
+    )
+    if "channels" in params:
+        assert run.data.params["channels"] == params["channels"]
     [logged] = mlflow.search_logged_models(experiment_ids=[experiment_id], output_format="list")
     assert logged.source_run_id == run.info.run_id
     if "registered_model_name" in params:
