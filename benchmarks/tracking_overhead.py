@@ -8,7 +8,10 @@ Prints one table:
     `MlflowClient.log_batch` (1,000 metrics a request);
 (b) metrics/s DELIVERED end to end (from the first call until the server holds everything);
 (c) overhead of logging 5 metrics every step of a synthetic 10 ms training step (a sleep: the CPU
-    waits on the device, GIL released), against the same loop without logging.
+    waits on the device, GIL released), against the same loop without logging;
+(d) latency of one `run.log_metrics` call (p50, p99, max) with the server up and with it unreachable:
+    training must not wait on the server (the functional tests check delivery, these figures the wait;
+    plain `mlflow.log_metric` against an unreachable server blocks for its HTTP retries, seconds).
 Without --tracking-uri it starts its own SQLite-backed `mlflow server` in a temporary folder.
 """
 
@@ -109,6 +112,42 @@ def bench_overhead(
     return bare_step, logged_step, (logged_step - bare_step) / bare_step
 
 
+def bench_call_latency(uri: str, experiment: str, calls: int, kill=None) -> tuple[float, float, float]:
+    """p50, p99 and max seconds of one `run.log_metrics` call (3 metrics) against `uri`; `kill`, when
+    given, is called once the run is open (the server dies: the records stay in the run's journal)."""
+    from mlops_platform.tracking import Tracker
+
+    tracker = Tracker(
+        uri, system_metrics_interval=0, replay_on_start=False, send_interval=0.05, close_timeout=1.0
+    )
+    durations = []
+    with tracker.run(experiment=experiment, run_name="call-latency", use_env_run=False) as run:
+        if kill is not None:
+            kill()
+        for step in range(calls):
+            started = time.perf_counter()
+            run.log_metrics({"loss": 1 / (step + 1), "accuracy": step / calls, "lr": 0.01}, step=step)
+            durations.append(time.perf_counter() - started)
+            time.sleep(0.003)  # a step's worth of other work, so the sender runs in between
+    durations.sort()
+    return durations[len(durations) // 2], durations[int(len(durations) * 0.99)], durations[-1]
+
+
+def bench_call_latency_outage(calls: int) -> tuple[float, float, float]:
+    """The same calls to a run whose server is killed (SIGKILL) right after the run starts."""
+    from pathlib import Path
+
+    from mlops_platform.server import LocalTrackingServer, ServerConfig, free_port
+
+    with tempfile.TemporaryDirectory(prefix="mlops-outage-") as home:
+        server = LocalTrackingServer(ServerConfig(home=Path(home), port=free_port()))
+        server.start()
+        try:
+            return bench_call_latency(server.url, "outage", calls, kill=server.kill)
+        finally:
+            server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -118,6 +157,7 @@ def main() -> None:
     parser.add_argument("--sync-calls", type=int, default=100, help="mlflow.log_metric synchronous calls")
     parser.add_argument("--async-calls", type=int, default=1_000, help="synchronous=False calls")
     parser.add_argument("--steps", type=int, default=300, help="synthetic 10 ms steps per round")
+    parser.add_argument("--latency-calls", type=int, default=2000, help="calls timed one by one in (d)")
     args = parser.parse_args()
     os.environ.setdefault("MLOPS_HOME", tempfile.mkdtemp(prefix="mlops-bench-"))
 
@@ -139,6 +179,8 @@ def main() -> None:
         deferred_bare, deferred_logged, deferred = bench_overhead(
             uri, experiment, args.steps, send_interval=3600
         )
+        latency_up = bench_call_latency(uri, experiment, args.latency_calls)
+    latency_down = bench_call_latency_outage(args.latency_calls)
 
     rows = [
         ("Tracker run.log_metrics (ours, 5 a call)", ours_accepted, ours_delivered),
@@ -163,6 +205,12 @@ def main() -> None:
     )
     sync_overhead = 5 / sync_accepted / bare_step
     print(f"  mlflow.log_metric sync, 5 calls a step (from (a)): {sync_overhead * 100:+,.0f} %")
+    print()
+    print(f"(d) one run.log_metrics call, {args.latency_calls} calls, 3 metrics each")
+    print(f"  {'server':<12} {'p50 us':>9} {'p99 us':>9} {'max ms':>9}")
+    for name, (p50, p99, worst) in (("up", latency_up), ("unreachable", latency_down)):
+        print(f"  {name:<12} {p50 * 1e6:>9.1f} {p99 * 1e6:>9.1f} {worst * 1000:>9.2f}")
+    print(f"  unreachable / up, p99: {latency_down[1] / latency_up[1]:.2f}x (target ~1: no waiting)")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     python -m mlops_platform.mlproject > MLproject
 
-tests/test_mlproject.py loads the committed file with MLflow's own loader and compares it to this.
+tests/test_project_files.py loads the committed file with MLflow's own loader and compares it to this.
 """
 
 from __future__ import annotations

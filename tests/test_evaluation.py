@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from mlops_platform import evaluation
 from mlops_platform.evaluation import (
     METRIC_DIRECTIONS,
     classification_metrics,
@@ -164,7 +165,17 @@ def test_feature_importances_table_sorted():
     assert table["feature"].tolist() == ["b", "c", "a"]
 
 
-def test_module_does_not_import_pyplot():
-    with open(evaluation.__file__) as handle:
-        source = handle.read()
-    assert "pyplot" not in source.replace("no pyplot", "")
+def test_figures_are_made_without_pyplot():
+    """pyplot keeps global figure state (and picks a GUI backend): making every figure of the module in
+    a fresh interpreter must not import it."""
+    code = (
+        "import sys\n"
+        "from mlops_platform import evaluation as e\n"
+        "e.learning_curves_figure({'train_loss': [1.0, 0.5], 'val_loss': [1.1, 0.6]})\n"
+        "e.confusion_matrix_figure(['a', 'b'], ['a', 'a'], labels=['a', 'b'])\n"
+        "e.feature_importances_figure(e.feature_importances_table(['x', 'y'], [0.3, 0.7]))\n"
+        "print('matplotlib.pyplot' in sys.modules, 'matplotlib.figure' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True"]

@@ -24,18 +24,23 @@ PROMOTERS = 4
 TRIES = 20
 
 
-def _isolate_home() -> None:
+_ALL_WARM = None  # each worker's handle on the barrier every worker waits at once warm
+
+
+def _isolate_home(all_warm) -> None:
+    global _ALL_WARM
+    _ALL_WARM = all_warm
     os.environ["MLOPS_HOME"] = tempfile.mkdtemp(prefix="promoter-home-")
 
 
 def _warm(_: int) -> int:
-    import time
-
     import mlflow.tracking  # noqa: F401  (the slow import, done before the first try)
 
     import mlops_platform.registry.promote  # noqa: F401
 
-    time.sleep(0.5)  # keep this worker busy so each worker gets one
+    # A worker waits here until every worker has arrived, so no worker can take a second warm-up task:
+    # each of the PROMOTERS processes runs exactly one, however slowly the machine starts them.
+    _ALL_WARM.wait(timeout=300)
     return os.getpid()
 
 
@@ -53,7 +58,10 @@ def run_tries(tracking_uri: str, experiment_id: str, tries: int, lock_uri: str |
     rng = random.Random(7)
     values: dict[str, float] = {}
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(PROMOTERS, mp_context=context, initializer=_isolate_home) as pool:
+    all_warm = context.Barrier(PROMOTERS)
+    with ProcessPoolExecutor(
+        PROMOTERS, mp_context=context, initializer=_isolate_home, initargs=(all_warm,)
+    ) as pool:
         # Warm the workers (imports) so the promoters of a try really overlap.
         assert len(set(pool.map(_warm, range(PROMOTERS)))) == PROMOTERS
         for attempt in range(tries):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -15,20 +14,26 @@ from .helpers import make_run
 
 
 def test_file_lock_excludes_threads(tmp_path) -> None:
+    """While one holder has the lock another thread times out on it; once released, it gets it."""
     key = lock_key("http://server", "model")
-    order: list[str] = []
+    outcome: dict[str, str] = {}
 
-    def second() -> None:
-        with file_lock(key, timeout=10):
-            order.append("second")
+    def try_lock(when: str) -> None:
+        try:
+            with file_lock(key, timeout=0.2):
+                outcome[when] = "acquired"
+        except LockTimeoutError:
+            outcome[when] = "timed out"
+
+    def in_thread(when: str) -> None:
+        thread = threading.Thread(target=try_lock, args=(when,))
+        thread.start()
+        thread.join(timeout=30)
 
     with file_lock(key):
-        thread = threading.Thread(target=second)
-        thread.start()
-        time.sleep(0.3)
-        order.append("first")
-    thread.join()
-    assert order == ["first", "second"]
+        in_thread("while held")
+    in_thread("after release")
+    assert outcome == {"while held": "timed out", "after release": "acquired"}
 
 
 def test_promoter_times_out_on_held_locks(

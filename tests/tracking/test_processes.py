@@ -144,7 +144,6 @@ def test_server_killed_and_restarted_mid_run_loses_nothing(tmp_path, capfd) -> N
         # A second run that ends while the server is down: its final flush gives up after a second.
         closing = Tracker(server.url, close_timeout=1.0, system_metrics_interval=0, replay_on_start=False)
         late_context = closing.run(experiment="outage", run_name="ends-during-outage")
-        durations = []
         with tracker.run(experiment="outage") as run:
             late = late_context.__enter__()
             late.log_metrics({"loss": 1.0}, step=0)
@@ -159,9 +158,7 @@ def test_server_killed_and_restarted_mid_run_loses_nothing(tmp_path, capfd) -> N
                 if step == 400:
                     late_context.__exit__(None, None, None)
                     threading.Thread(target=restart).start()
-                started = time.perf_counter()
                 run.log_metrics({"loss": 1 / (step + 1), "accuracy": step / 2000, "lr": 0.01}, step=step)
-                durations.append(time.perf_counter() - started)
                 time.sleep(0.003)
             assert restarted.wait(timeout=180)
             assert run.flush(timeout=120)
@@ -169,12 +166,8 @@ def test_server_killed_and_restarted_mid_run_loses_nothing(tmp_path, capfd) -> N
         for key in ("loss", "accuracy", "lr"):
             assert _steps(client, run.run_id, key) == list(range(2000)), key
         assert client.get_run(run.run_id).info.status == "FINISHED"
-        durations.sort()
-        assert durations[len(durations) // 2] < 0.001  # the median call is microseconds
-        assert durations[int(len(durations) * 0.99)] < 0.005
-        # Waiting on the dead server would take seconds (connection retries); the bound leaves room
-        # only for the OS descheduling us on a busy machine.
-        assert durations[-1] < 0.2, f"slowest log_metrics call took {durations[-1] * 1000:.1f} ms"
+        # That no call waited on the dead server is measured (p50/p99/max, up vs. down) by
+        # benchmarks/tracking_overhead.py section (d); wall-clock bounds do not belong in this test.
 
         # The run that ended during the outage said so and kept its journal; `sync` delivers it.
         assert f"run {late.run_id} ended FINISHED but" in capfd.readouterr().err
