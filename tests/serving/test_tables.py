@@ -143,6 +143,7 @@ def test_a_real_table_trains_serves_and_answers_alike_everywhere_for_both_traine
             assert set(expected) <= {"barolo", "grignolino", "barbera"}
 
 
+@pytest.mark.slow
 def test_torch_model_of_numeric_columns_is_served_fast_by_name_and_refuses_a_missing_column(
     sqlite_tracking_uri, tmp_path
 ):
