@@ -1,15 +1,10 @@
 """The networks (MLP, CNN) and the exported classifier that wraps them for serving.
 
-Training modules take standardized features; `ExportedClassifier` carries the standardization fitted on
-the training split as buffers and ends in a softmax, so what is logged to MLflow takes raw features.
-
-Serving contract of the logged model (MLflow's pytorch flavor, `models:/<model_id>` or a registered name):
-    input:  float32, shape (n_rows, n_features): the RAW feature columns of the dataset, in the order of
-            the training data (`feature_names` in the model's metadata; digits: pixel_0_0 ... pixel_7_7,
-            values 0..16). A pandas DataFrame with those columns or a 2-D numpy array both work with
-            MLflow's pyfunc `load_model(uri).predict(...)` and its `models serve` command.
-    output: float32, shape (n_rows, n_classes): class probabilities (rows sum to 1), column i is the
-            i-th entry of `class_labels` in the model's metadata.
+Training modules take standardized (or, for tables, preprocessed) features; `ExportedClassifier` carries
+the standardization fitted on the training split as buffers (identity for tables, whose ColumnTransformer
+scales) and ends in a softmax. Its state_dict is what the logged model stores; the serving contract
+(raw named columns in, class probabilities out, column i = `class_labels[i]` of the model's metadata)
+is the models-from-code pyfunc's, see mlops_platform/torch_pyfunc.py.
 """
 
 from __future__ import annotations
