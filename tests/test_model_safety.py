@@ -98,3 +98,23 @@ def test_models_from_code_are_accepted_only_when_the_code_is_ours(tmp_path):
     with pytest.raises(UnsafeModelError, match=r"weights\.pkl, not a data-only format"):
         check_model(folder)
     assert check_model(folder, allow_unsafe=True).format == "unsafe"
+
+
+def test_a_state_dict_artifact_is_accepted_only_when_it_holds_tensors_only(tmp_path):
+    """`.pt` artifacts of a models-from-code model: a state_dict of tensors loads with torch's weights-only
+    unpickler and is accepted; a pickle of anything else (here: a function to call) is refused."""
+    import pickle
+
+    import torch
+    import yaml
+
+    ours = Path(model_safety.__file__)
+    folder = _code_model(tmp_path, ours, "mlops_platform.model_safety")
+    torch.save({"layer.weight": torch.zeros(2, 2)}, folder / "weights.pt")
+    mlmodel = yaml.safe_load((folder / "MLmodel").read_text())
+    mlmodel["flavors"]["python_function"]["artifacts"]["weights"]["path"] = "weights.pt"
+    (folder / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+    assert check_model(folder).format == "code"
+    (folder / "weights.pt").write_bytes(pickle.dumps(shutil.rmtree))
+    with pytest.raises(UnsafeModelError, match=r"weights\.pt is not a tensors-only state_dict"):
+        check_model(folder)

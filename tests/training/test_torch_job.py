@@ -148,6 +148,24 @@ def test_user_errors_come_before_any_run(values, message):
     assert tracker.runs == []
 
 
+def test_a_parquet_table_with_strings_booleans_and_gaps_trains_with_its_preprocessing_in_the_model(tmp_path):
+    """The wine cellar as Parquet: the id column is dropped, the category and the boolean are encoded and
+    the gaps imputed by the same ColumnTransformer the sklearn trainer uses, fitted on the training split
+    and stored with the model; the signature keeps the raw columns and their types."""
+    import cellar
+
+    path = tmp_path / "cellar.parquet"
+    cellar.wine_cellar().to_parquet(path)
+    run = run_recorded(dataset=f"parquet:{path}", target=cellar.TARGET, epochs=8, hidden_sizes="32")
+    assert run.params["data.dropped"] == "bottle_id" and run.params["data.n_categorical"] == "1"
+    assert run.params["impute"] == "median" and run.history("test_accuracy")[0] > 0.8
+    [model] = run.models
+    assert set(model.kwargs["artifacts"]) == {"network", "weights", "preprocessor"}
+    types = {c.name: c.type.name for c in model.signature.inputs.inputs}
+    assert "bottle_id" not in types and types["region"] == "string" and types["organic"] == "boolean"
+    assert types["alcohol"] == "double" and model.kwargs["metadata"]["column_roles"]["with_missing"]
+
+
 def test_csv_with_a_single_sample_class_fails_before_any_run(tmp_path):
     csv = tmp_path / "tiny.csv"
     csv.write_text("a,b,label\n1,2,x\n3,4,x\n5,6,y\n")
