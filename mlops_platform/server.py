@@ -24,6 +24,7 @@ from pathlib import Path
 import psutil
 import requests
 
+from mlops_platform.config.server import ServerStartConfig
 from mlops_platform.errors import UserError
 from mlops_platform.redaction import open_private_append, redact, write_private
 from mlops_platform.settings import SERVER_STATE_FILE, live_server_state, mlops_home
@@ -46,9 +47,10 @@ class ServerConfig:
     home: Path = field(default_factory=mlops_home)
     backend_store_uri: str | None = None
     artifacts_destination: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 5000
-    workers: int = 2
+    # Defaults of `mlops server start`, from its config (their one home).
+    host: str = ServerStartConfig.model_fields["host"].default
+    port: int = ServerStartConfig.model_fields["port"].default
+    workers: int = ServerStartConfig.model_fields["workers"].default
     # Extra environment for the server process (e.g. MLFLOW_AUTH_ADMIN_PASSWORD for basic-auth).
     environment: dict[str, str] = field(default_factory=dict)
     # "basic-auth" turns on MLflow's authentication; the admin password comes only from the

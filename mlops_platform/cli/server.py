@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
+from mlops_platform.cli.options import config_options
+from mlops_platform.config.server import ServerStartConfig
 from mlops_platform.redaction import redact
 from mlops_platform.server import LocalTrackingServer, ServerConfig
 from mlops_platform.settings import mlops_home
-
-_DEFAULTS = ServerConfig(home=Path("."))
 
 
 @click.group()
@@ -18,70 +16,13 @@ def server() -> None:
     """The local tracking server (state, database and artifacts under $MLOPS_HOME, default ./.mlops)."""
 
 
-@server.command()
-# Options that can carry a password also come from the environment (MLflow's own variable names), so a
-# password need not appear on a command line; S3 endpoint and keys are read by MLflow's S3 client from
-# MLFLOW_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
-@click.option(
-    "--backend-store-uri",
-    envvar="MLFLOW_BACKEND_STORE_URI",
-    default=None,
-    help="Default: sqlite:///$MLOPS_HOME/mlflow.db.",
-)
-@click.option(
-    "--artifacts-destination",
-    envvar="MLFLOW_ARTIFACTS_DESTINATION",
-    default=None,
-    help="Default: $MLOPS_HOME/artifacts; s3://bucket/prefix for S3 (MLFLOW_S3_ENDPOINT_URL for MinIO).",
-)
-@click.option("--host", default=_DEFAULTS.host, show_default=True)
-@click.option("--port", default=_DEFAULTS.port, show_default=True, type=int)
-@click.option("--workers", default=_DEFAULTS.workers, show_default=True, type=int)
-@click.option(
-    "--app-name",
-    type=click.Choice(["basic-auth"]),
-    default=None,
-    help="basic-auth: require logins; the admin password comes from MLFLOW_AUTH_ADMIN_PASSWORD.",
-)
-@click.option(
-    "--auth-database-uri",
-    envvar="MLOPS_AUTH_DATABASE_URI",
-    default=None,
-    help="basic-auth's user store (default: SQLite in $MLOPS_HOME).",
-)
-@click.option(
-    "--allowed-hosts",
-    envvar="MLFLOW_SERVER_ALLOWED_HOSTS",
-    default=None,
-    help="Host names to accept besides localhost and private IPs, comma-separated; any port.",
-)
-@click.option(
-    "--foreground", is_flag=True, help="Run in the foreground (containers) instead of in the background."
-)
-def start(
-    backend_store_uri: str | None,
-    artifacts_destination: str | None,
-    host: str,
-    port: int,
-    workers: int,
-    app_name: str | None,
-    auth_database_uri: str | None,
-    allowed_hosts: str | None,
-    foreground: bool,
-):
-    """Start `mlflow server` (migrations first) and wait until it is healthy."""
+def _start(**values) -> None:
+    options = ServerStartConfig.parse(values)
     config = ServerConfig(
         home=mlops_home(),
-        backend_store_uri=backend_store_uri,
-        artifacts_destination=artifacts_destination,
-        host=host,
-        port=port,
-        workers=workers,
-        app_name=app_name,
-        auth_database_uri=auth_database_uri,
-        allowed_hosts=allowed_hosts,
+        **options.model_dump(exclude={"foreground"}),
     )
-    if foreground:
+    if options.foreground:
         LocalTrackingServer(config).run_in_foreground()
     url = LocalTrackingServer(config).start()
     click.echo(f"tracking server running at {url}")
@@ -89,6 +30,13 @@ def start(
     click.echo(f"  artifacts:     {redact(config.resolved_artifacts_destination)}")
     click.echo(f"  log:           {config.home / 'server.log'}")
     click.echo(f"  use it:        export MLFLOW_TRACKING_URI={url}")
+
+
+# Options generated from the config: names, defaults, help and environment variables live there.
+start = click.Command(
+    "start", callback=_start, params=config_options(ServerStartConfig), help=ServerStartConfig.__doc__
+)
+server.add_command(start)
 
 
 @server.command()

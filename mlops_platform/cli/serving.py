@@ -7,39 +7,9 @@ from pathlib import Path
 
 import click
 
+from mlops_platform.cli.options import config_options
 from mlops_platform.errors import UserError
 from mlops_platform.serving.config import ServeConfig
-
-
-def config_options(config_class: type, optional: set[str] = frozenset()) -> list[click.Option]:
-    """One option per config field: same name, default and help; booleans are flags. Fields named in
-    `optional` are not required by click (the command checks them itself)."""
-    from pydantic_core import PydanticUndefined
-
-    from mlops_platform.config.base import literal_choices, scalar_type
-
-    types = {bool: click.BOOL, int: click.INT, float: click.FLOAT, str: click.STRING}
-    options = []
-    for name, field in config_class.model_fields.items():
-        flag = f"--{name.replace('_', '-')}"
-        required = field.default is PydanticUndefined and name not in optional
-        if scalar_type(field.annotation) is bool:
-            options.append(
-                click.Option([flag, name], is_flag=True, default=field.default, help=field.description)
-            )
-            continue
-        choices = literal_choices(field.annotation)
-        options.append(
-            click.Option(
-                [flag, name],
-                type=click.Choice(choices) if choices else types[scalar_type(field.annotation)],
-                required=required,
-                default=None if field.default is PydanticUndefined else field.default,
-                show_default=field.default not in (None, PydanticUndefined),
-                help=field.description,
-            )
-        )
-    return options
 
 
 @click.pass_context
