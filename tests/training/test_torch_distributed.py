@@ -279,18 +279,30 @@ def test_users_own_torchrun_works_the_same(sqlite_tracking_uri, fresh_experiment
 
     client = MlflowClient(sqlite_tracking_uri)
     name, experiment_id = fresh_experiment(sqlite_tracking_uri)
-    job = start(
-        [
-            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-            "-m", "mlops_platform", "train", "torch", *options(epochs=2, experiment=name),
-        ]
-    )  # fmt: skip
+    bad_name, bad_experiment_id = fresh_experiment(sqlite_tracking_uri)
+
+    def torchrun(**values) -> subprocess.Popen:
+        return start(
+            [
+                sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                "-m", "mlops_platform", "train", "torch", *options(**values),
+            ]
+        )  # fmt: skip
+
+    job = torchrun(epochs=2, experiment=name)
+    # The world size comes from torchrun here: a global batch it does not divide fails on every rank
+    # before any run exists, as under `mlops train torch --nproc-per-node`.
+    bad = torchrun(epochs=2, experiment=bad_name, batch_size=31)
     reference = single_process_reference(epochs=2)
     output = job.communicate(timeout=400)[0]
     assert job.returncode == 0, output[-4000:]
     run = only_run(client, experiment_id)
     assert run.info.status == "FINISHED" and run.data.tags["mlops.world_size"] == "2"
     assert_matches_reference(client, run.info.run_id, reference)
+    bad_output = bad.communicate(timeout=400)[0]
+    assert bad.returncode != 0, bad_output[-4000:]
+    assert "batch_size=31" in bad_output and "multiple of 2" in bad_output, bad_output[-4000:]
+    assert client.search_runs([bad_experiment_id]) == []
 
 
 @pytest.mark.slow
@@ -372,7 +384,7 @@ def test_a_killed_rank_is_restarted_and_the_job_continues_the_same_run(
     rank_process(job, 0).send_signal(signal.SIGKILL)
     reference = single_process_reference(**FAULT)
     output = job.communicate(timeout=600)[0]
-    assert job.returncode == 0, output[-4000:]
+    assert job.returncode == 0, output[-12000:]  # both attempts' reports
     run = only_run(client, experiment_id)
     assert run.info.run_id == checkpoint.parent.name and run.info.status == "FINISHED"
     assert run.data.tags["mlops.torchrun_restarts"] == "1"
