@@ -28,6 +28,7 @@ from mlops_platform.config.train_torch import TorchTrainConfig
 from mlops_platform.entrypoints import entry_point
 from mlops_platform.errors import UserError
 from mlops_platform.tracking import RecordingTracker
+from mlops_platform.tracking.system_metrics import measure_once
 from mlops_platform.training import launcher, torch_job
 from mlops_platform.training.checkpoint import load_checkpoint
 from mlops_platform.training.distributed import World, check_batch_size, local_count, shard_indices
@@ -150,6 +151,10 @@ def test_node_metric_names_and_epoch_means():
         node_metric_name(2, "system/cpu_utilization_percentage") == "system/node_2/cpu_utilization_percentage"
     )
     assert epoch_means([{"a": 1.0, "b": 4.0}, {"a": 3.0}]) == {"a": 2.0, "b": 4.0}
+    # What a node logs for an epoch shorter than the sampling interval: the sampler's names, measured now.
+    now = measure_once()
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(now)
+    assert 0 <= now["system/cpu_utilization_percentage"] <= 100
 
 
 def test_resume_keeps_the_given_launch_params():
