@@ -97,3 +97,109 @@ def add_user(username: str, read_models: tuple[str, ...], tracking_uri: str | No
     click.echo(f"user {username} {'created' if created else 'exists; password updated'} on {redact(uri)}")
     for model in read_models:
         click.echo(f"  READ on registered model {model}")
+
+
+def _store_options(command):
+    """The stores' options of `mlops server start`, same names, same environment variables, same defaults."""
+    for option in reversed(
+        [
+            click.option(
+                "--backend-store-uri",
+                envvar="MLFLOW_BACKEND_STORE_URI",
+                default=None,
+                help="Default: sqlite:///$MLOPS_HOME/mlflow.db.",
+            ),
+            click.option(
+                "--artifacts-destination",
+                envvar="MLFLOW_ARTIFACTS_DESTINATION",
+                default=None,
+                help="Default: $MLOPS_HOME/artifacts; s3://bucket/prefix (keys from AWS_*).",
+            ),
+            click.option(
+                "--auth-database-uri",
+                envvar="MLOPS_AUTH_DATABASE_URI",
+                default=None,
+                help="basic-auth's user store (default: $MLOPS_HOME/basic_auth.db when it exists).",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def _stores(backend_store_uri: str | None, artifacts_destination: str | None, auth_database_uri: str | None):
+    from mlops_platform.backup import Stores
+
+    config = ServerConfig(
+        home=mlops_home(), backend_store_uri=backend_store_uri, artifacts_destination=artifacts_destination
+    )
+    auth = auth_database_uri or f"sqlite:///{config.home / 'basic_auth.db'}"
+    return Stores(
+        backend_store_uri=config.resolved_backend_store_uri,
+        artifacts_destination=config.resolved_artifacts_destination,
+        # Users kept in the backend store's own database are in its dump already.
+        auth_database_uri=None if auth == config.resolved_backend_store_uri else auth,
+    )
+
+
+@server.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@_store_options
+def backup(
+    directory: Path,
+    backend_store_uri: str | None,
+    artifacts_destination: str | None,
+    auth_database_uri: str | None,
+) -> None:
+    """Copy the server's stores into DIRECTORY (new or empty): the database with pg_dump or SQLite's
+    backup API, the artifacts with boto3 or a file copy. The server may keep running.
+
+    Passwords come from the store URIs (environment) or PGPASSWORD/~/.pgpass, never the command line.
+    """
+    from dataclasses import replace
+
+    from mlops_platform.backup import BackupError
+    from mlops_platform.backup import backup as make_backup
+
+    stores = _stores(backend_store_uri, artifacts_destination, auth_database_uri)
+    if not auth_database_uri and stores.auth_database_uri:
+        default_auth = Path(stores.auth_database_uri.removeprefix("sqlite:///"))
+        if not default_auth.exists():  # no basic-auth on this server
+            stores = replace(stores, auth_database_uri=None)
+    try:
+        manifest = make_backup(stores, directory)
+    except BackupError as error:
+        raise click.ClickException(redact(str(error))) from None
+    _echo_summary(f"backed up into {directory}", manifest)
+
+
+@server.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_store_options
+def restore(
+    directory: Path,
+    backend_store_uri: str | None,
+    artifacts_destination: str | None,
+    auth_database_uri: str | None,
+) -> None:
+    """Restore the backup in DIRECTORY into an empty database and an empty artifact destination, then
+    `mlops server start` on them. Refuses stores that already hold data."""
+    from mlops_platform.backup import BackupError
+    from mlops_platform.backup import restore as restore_backup
+
+    stores = _stores(backend_store_uri, artifacts_destination, auth_database_uri)
+    try:
+        manifest = restore_backup(directory, stores)
+    except BackupError as error:
+        raise click.ClickException(redact(str(error))) from None
+    _echo_summary(f"restored {directory}", manifest)
+    click.echo(f"  into:          {redact(stores.backend_store_uri)}, {stores.artifacts_destination}")
+
+
+def _echo_summary(headline: str, manifest: dict) -> None:
+    click.echo(f"{headline} (taken {manifest['created_at']}, MLflow {manifest['mlflow_version']})")
+    click.echo(f"  backend store: {manifest['store']['source']} -> {manifest['store']['file']}")
+    if manifest.get("auth"):
+        click.echo(f"  users:         {manifest['auth']['source']} -> {manifest['auth']['file']}")
+    files = manifest["artifacts"]
+    click.echo(f"  artifacts:     {files['source']}: {files['files']} files, {files['bytes']} bytes")

@@ -20,6 +20,7 @@ import requests
 from mlops_platform.server import free_port, wait_for_health
 
 S3_START_TIMEOUT_S = 60
+SERVE_READY_TIMEOUT_S = 180
 # moto accepts any key pair; these are what the clients and the server are given.
 S3_KEYS = {"AWS_ACCESS_KEY_ID": "team-stack-key", "AWS_SECRET_ACCESS_KEY": "team-stack-secret-key"}
 ADMIN_PASSWORD = "admin-pw-Team-Stack-7f3a"
@@ -37,6 +38,41 @@ def mlops(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.C
         env=env,
         timeout=timeout,
     )
+
+
+class ModelServer:
+    """`mlops serve` in a subprocess, as the serve container runs it."""
+
+    def __init__(self, model_uri: str, env: dict[str, str], log: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        with open(log, "ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "mlops_platform", "serve", "--model-uri", model_uri,
+                 "--port", str(self.port), "--reload-interval", "0"],
+                stdout=out, stderr=subprocess.STDOUT, env=env,
+            )  # fmt: skip
+        if not wait_for_health(self.url, SERVE_READY_TIMEOUT_S, self.process, path="/ping"):
+            self.stop()
+            raise AssertionError(f"mlops serve did not start:\n{log.read_text()[-3000:]}")
+
+    def predict(self, table: dict) -> list:
+        response = requests.post(f"{self.url}/invocations", json={"dataframe_split": table}, timeout=60)
+        assert response.status_code == 200, response.text
+        return response.json()["predictions"]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def digits_rows(count: int = 5) -> dict:
+    """A few digits as MLflow's dataframe_split, with the column names the trainers log."""
+    from sklearn.datasets import load_digits
+
+    frame = load_digits(as_frame=True).data.head(count)
+    return {"columns": list(frame.columns), "data": frame.to_numpy().tolist()}
 
 
 class S3Server:
@@ -174,8 +210,13 @@ def with_password(uri: str, password: str) -> str:
     return f"{scheme}://{user}:{password}@{host}"
 
 
-def start_stack(root: Path, database_uri: str, s3: S3Server, bucket: str, prefix: str) -> TeamStack:
-    """Make the bucket, then `mlops server start --app-name basic-auth` on PostgreSQL + S3."""
+def start_stack(
+    root: Path, database_uri: str, s3: S3Server, bucket: str, prefix: str, before_start=None
+) -> TeamStack:
+    """Make the bucket, then `mlops server start --app-name basic-auth` on PostgreSQL + S3.
+
+    `before_start(stack)` runs once the bucket exists and before the server starts (a restore).
+    """
     s3.client().create_bucket(Bucket=bucket)
     tmpdir = root / "server-tmp"
     tmpdir.mkdir(parents=True)
@@ -189,6 +230,8 @@ def start_stack(root: Path, database_uri: str, s3: S3Server, bucket: str, prefix
         s3=s3,
         tmpdir=tmpdir,
     )
+    if before_start is not None:
+        before_start(stack)
     started = mlops(
         "server", "start", "--app-name", "basic-auth", "--port", str(port), "--workers", "2",
         env=stack.server_env(),

@@ -11,50 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-import requests
-from team_stack import ADMIN_PASSWORD, DB_PASSWORD, TeamStack, keys_under, mlops
-
-from mlops_platform.server import free_port, wait_for_health
-
-SERVE_READY_TIMEOUT_S = 180
-
-
-class ModelServer:
-    """`mlops serve` in a subprocess, as the serve container runs it."""
-
-    def __init__(self, model_uri: str, env: dict[str, str], log: Path):
-        import subprocess
-        import sys
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        with open(log, "ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "mlops_platform", "serve", "--model-uri", model_uri,
-                 "--port", str(self.port), "--reload-interval", "0"],
-                stdout=out, stderr=subprocess.STDOUT, env=env,
-            )  # fmt: skip
-        if not wait_for_health(self.url, SERVE_READY_TIMEOUT_S, self.process, path="/ping"):
-            self.stop()
-            raise AssertionError(f"mlops serve did not start:\n{log.read_text()[-3000:]}")
-
-    def predict(self, table: dict) -> list:
-        response = requests.post(f"{self.url}/invocations", json={"dataframe_split": table}, timeout=60)
-        assert response.status_code == 200, response.text
-        return response.json()["predictions"]
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
-
-
-def digits_rows(count: int = 5) -> dict:
-    """A few digits as MLflow's dataframe_split, with the column names the trainers log."""
-    from sklearn.datasets import load_digits
-
-    frame = load_digits(as_frame=True).data.head(count)
-    return {"columns": list(frame.columns), "data": frame.to_numpy().tolist()}
+from team_stack import ADMIN_PASSWORD, DB_PASSWORD, ModelServer, TeamStack, digits_rows, keys_under, mlops
 
 
 def serve_account(stack: TeamStack, model_name: str, home: Path) -> tuple[str, str]:
