@@ -78,6 +78,7 @@ def backup(stores: Stores, folder: Path) -> dict:
 def restore(folder: Path, stores: Stores) -> dict:
     """Restore the backup in `folder` into empty `stores`; nothing is written until all is checked."""
     manifest = read_manifest(folder)
+    _check_mlflow_version(manifest["mlflow_version"])
     store_file = manifest["store"]["file"]
     if Path(store_file).suffix != Path(databases.dump_file_name(stores.backend_store_uri, "store")).suffix:
         raise BackupError(
@@ -126,6 +127,18 @@ def read_manifest(folder: Path) -> dict:
             f"the manifest says {expected['files']} ({expected['bytes']} bytes)"
         )
     return manifest
+
+
+def _check_mlflow_version(made_with: str) -> None:
+    """A store migrated by a newer MLflow has tables this one does not know, and `mlflow db upgrade`
+    cannot go back: restore with the MLflow that made the backup or a newer one."""
+    from packaging.version import Version
+
+    if Version(made_with) > Version(_mlflow_version()):
+        raise BackupError(
+            f"the backup was made with MLflow {made_with}, newer than this MLflow {_mlflow_version()}: "
+            f"restore it with MLflow {made_with} or later"
+        )
 
 
 def _mlflow_version() -> str:

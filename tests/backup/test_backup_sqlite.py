@@ -85,3 +85,20 @@ def test_restore_refuses_a_folder_that_is_not_a_backup(tmp_path: Path):
     refused = mlops("server", "restore", str(tmp_path / "nothing"), home=tmp_path / "home")
     assert refused.returncode == 1 and "is not a backup made by `mlops server backup`" in refused.stderr
     assert not (tmp_path / "home" / "mlflow.db").exists()
+
+
+def test_restore_refuses_a_backup_of_a_newer_mlflow(tmp_path: Path):
+    import json
+
+    folder = tmp_path / "backup"
+    (folder / "artifacts").mkdir(parents=True)
+    (folder / "store.sqlite").write_bytes(b"")
+    manifest = {
+        "format": 1, "created_at": "2030-01-01T00:00:00Z", "mlflow_version": "99.0.0",
+        "store": {"file": "store.sqlite", "source": "sqlite:///x.db"}, "auth": None,
+        "artifacts": {"source": "/x", "files": 0, "bytes": 0},
+    }  # fmt: skip
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    refused = mlops("server", "restore", str(folder), home=tmp_path / "home")
+    assert refused.returncode == 1 and "made with MLflow 99.0.0, newer than this MLflow" in refused.stderr
+    assert not (tmp_path / "home" / "mlflow.db").exists()
