@@ -158,7 +158,6 @@ def backup(
     """
     from dataclasses import replace
 
-    from mlops_platform.backup import BackupError
     from mlops_platform.backup import backup as make_backup
 
     stores = _stores(backend_store_uri, artifacts_destination, auth_database_uri)
@@ -166,10 +165,7 @@ def backup(
         default_auth = Path(stores.auth_database_uri.removeprefix("sqlite:///"))
         if not default_auth.exists():  # no basic-auth on this server
             stores = replace(stores, auth_database_uri=None)
-    try:
-        manifest = make_backup(stores, directory)
-    except BackupError as error:
-        raise click.ClickException(redact(str(error))) from None
+    manifest = make_backup(stores, directory)  # a BackupError is a UserError: one line, exit 1
     _echo_summary(f"backed up into {directory}", manifest)
 
 
@@ -184,14 +180,10 @@ def restore(
 ) -> None:
     """Restore the backup in DIRECTORY into an empty database and an empty artifact destination, then
     `mlops server start` on them. Refuses stores that already hold data."""
-    from mlops_platform.backup import BackupError
     from mlops_platform.backup import restore as restore_backup
 
     stores = _stores(backend_store_uri, artifacts_destination, auth_database_uri)
-    try:
-        manifest = restore_backup(directory, stores)
-    except BackupError as error:
-        raise click.ClickException(redact(str(error))) from None
+    manifest = restore_backup(directory, stores)
     _echo_summary(f"restored {directory}", manifest)
     click.echo(f"  into:          {redact(stores.backend_store_uri)}, {stores.artifacts_destination}")
 
