@@ -1,6 +1,8 @@
-"""`mlops server start|stop|status|logs`: the local tracking server."""
+"""`mlops server start|stop|status|logs|add-user|backup|restore`: the local tracking server."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
@@ -99,31 +101,12 @@ def add_user(username: str, read_models: tuple[str, ...], tracking_uri: str | No
         click.echo(f"  READ on registered model {model}")
 
 
-def _store_options(command):
-    """The stores' options of `mlops server start`, same names, same environment variables, same defaults."""
-    for option in reversed(
-        [
-            click.option(
-                "--backend-store-uri",
-                envvar="MLFLOW_BACKEND_STORE_URI",
-                default=None,
-                help="Default: sqlite:///$MLOPS_HOME/mlflow.db.",
-            ),
-            click.option(
-                "--artifacts-destination",
-                envvar="MLFLOW_ARTIFACTS_DESTINATION",
-                default=None,
-                help="Default: $MLOPS_HOME/artifacts; s3://bucket/prefix (keys from AWS_*).",
-            ),
-            click.option(
-                "--auth-database-uri",
-                envvar="MLOPS_AUTH_DATABASE_URI",
-                default=None,
-                help="basic-auth's user store (default: $MLOPS_HOME/basic_auth.db when it exists).",
-            ),
-        ]
-    ):
-        command = option(command)
+# The stores' options of `mlops server start` (names, environment variables, help from its config).
+_STORE_FIELDS = ("backend_store_uri", "artifacts_destination", "auth_database_uri")
+
+
+def _store_options(command: click.Command) -> click.Command:
+    command.params.extend(o for o in config_options(ServerStartConfig) if o.name in _STORE_FIELDS)
     return command
 
 
@@ -142,9 +125,9 @@ def _stores(backend_store_uri: str | None, artifacts_destination: str | None, au
     )
 
 
+@_store_options
 @server.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@_store_options
 def backup(
     directory: Path,
     backend_store_uri: str | None,
@@ -169,9 +152,9 @@ def backup(
     _echo_summary(f"backed up into {directory}", manifest)
 
 
+@_store_options
 @server.command()
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@_store_options
 def restore(
     directory: Path,
     backend_store_uri: str | None,
