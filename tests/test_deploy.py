@@ -256,3 +256,13 @@ def test_platform_image_is_pinned_and_unprivileged():
     assert re.search(r":\d+\.\d+\.\d+", base), base
     users = re.findall(r"^USER (\S+)", dockerfile, re.M)
     assert users and users[-1].split(":")[0] not in ("root", "0")
+
+
+def test_platform_image_can_back_up_the_compose_database(compose: dict):
+    """`docker compose exec mlflow mlops server backup` runs pg_dump in the platform image, and pg_dump
+    refuses a server of a newer major version than itself."""
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    client = re.search(r"postgresql-client-(\d+)", dockerfile)
+    assert client, "the platform image installs no versioned postgresql-client"
+    server = re.match(r"postgres:(\d+)", compose["services"]["postgres"]["image"])
+    assert server and int(client.group(1)) >= int(server.group(1)), (client.group(0), server.group(0))

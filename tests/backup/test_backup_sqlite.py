@@ -31,6 +31,7 @@ def source_server(tmp_path: Path):
     server.stop()
 
 
+@pytest.mark.slow
 def test_backup_of_a_running_sqlite_server_restores_under_a_new_home(source_server, tmp_path: Path):
     from mlflow import MlflowClient
 
