@@ -21,6 +21,7 @@ import time
 import uuid
 from typing import Any
 
+import numpy as np
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -110,6 +111,11 @@ class ScoringService:
         self.served = 0
         self.refused = 0
 
+    @property
+    def logs_predictions(self) -> bool:
+        """Answers are logged: the pyfunc path then keeps the rows it scored (a second parse)."""
+        return self.prediction_log is not None
+
     def load(self, model_uri: str, identity: ModelIdentity | None = None) -> ServedModel:
         return load_served_model(
             model_uri,
@@ -129,7 +135,7 @@ class ScoringService:
         model = self.champion.current  # this request finishes with this model, whatever reloads meanwhile
         try:
             body = await read_body(request, self.config.max_body_bytes)
-            answer = await score(model, body, request.headers.get("content-type"))
+            answer = await score(model, body, request.headers.get("content-type"), self.logs_predictions)
         except RequestError as error:
             return self.refuse(error, request_id)
         self.served += answer.status == 200
@@ -157,7 +163,7 @@ class ScoringService:
         started = time.perf_counter()
         with self.shadow.champion_busy():
             try:
-                answer = await score(model, body, content_type)
+                answer = await score(model, body, content_type, self.logs_predictions)
             except RequestError as error:
                 self.stats[ab.CHAMPION].observe(time.perf_counter() - started, False)
                 return self.refuse(error, request_id)
@@ -182,7 +188,7 @@ class ScoringService:
         model = self.challenger.current
         started = time.perf_counter()
         try:
-            answer = await score(model, body, content_type)
+            answer = await score(model, body, content_type, self.logs_predictions)
             failure = None if answer.status == 200 else answer.body.decode(errors="replace")[:300]
         except RequestError as error:
             answer, failure = None, error.message[:300]
@@ -302,20 +308,16 @@ class ScoringService:
             extra["params"] = answer.params
         inputs, predictions = answer.inputs, answer.predictions
         theirs = shadow[1].predictions if shadow and shadow[1] is not None else None
-        rows = log.sample(len(inputs)) if answer.output is not None else None
+        rows = log.sample(len(inputs))
         if rows is not None:
-            inputs, predictions = inputs[rows], model.output_json(answer.output[rows])
+            inputs, predictions = inputs[rows], sampled_predictions(model, answer, rows)
             extra.update(rows_total=len(answer.inputs), sampled_rows=rows)
             if theirs is not None:
                 partner, partner_answer = shadow
-                theirs = (
-                    partner.output_json(partner_answer.output[rows])
-                    if partner_answer.output is not None
-                    else None
-                )
+                theirs = sampled_predictions(partner, partner_answer, rows)
         if theirs is not None:
             extra["shadow"] = {**extra["shadow"], "predictions": orjson.Fragment(theirs)}
-        names = list(model.validator.spec.names) or None
+        names = answer.columns if model.validator is None else list(model.validator.spec.names) or None
         log.record(request_id, model.identity.as_dict(), names, inputs, predictions, extra)
 
     def health_report(self) -> dict[str, Any]:
@@ -385,6 +387,15 @@ class ScoringService:
                 await self.challenger.stop()
             if self.prediction_log is not None:
                 await self.prediction_log.close()
+
+
+def sampled_predictions(model: ServedModel, answer: Answer, rows: np.ndarray) -> bytes:
+    """The predictions' JSON of the sampled rows: from the raw output on the fast path, else from the
+    predictions MLflow answered."""
+    if answer.output is not None:
+        return model.output_json(answer.output[rows])
+    every = orjson.loads(answer.predictions)
+    return orjson.dumps([every[row] for row in rows.tolist()])
 
 
 def same_input(champion: ServedModel, challenger: ServedModel) -> bool:

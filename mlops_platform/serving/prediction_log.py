@@ -97,7 +97,11 @@ class PredictionLog:
             + b',"columns":'
             + orjson.dumps(columns)
             + b',"inputs":'
-            + orjson.dumps(np.ascontiguousarray(inputs), option=orjson.OPT_SERIALIZE_NUMPY)
+            # Rows of mixed values (the pyfunc path's tables: strings, booleans, None) as lists.
+            + orjson.dumps(
+                inputs.tolist() if inputs.dtype == object else np.ascontiguousarray(inputs),
+                option=orjson.OPT_SERIALIZE_NUMPY,
+            )
             + b',"predictions":'
             + predictions
             + (b"," + orjson.dumps(extra, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1] if extra else b"")

@@ -33,6 +33,7 @@ from mlops_platform.model_safety import UnsafeModelError, check_model, loading
 from mlops_platform.serving.batching import MicroBatcher
 from mlops_platform.serving.config import ServeConfig
 from mlops_platform.serving.errors import RequestError
+from mlops_platform.serving.parsing import CONTENT_TYPE_CSV, CONTENT_TYPE_PARQUET, media_type
 from mlops_platform.serving.validation import InputSpec, Validator
 
 logger = logging.getLogger(__name__)
@@ -233,6 +234,31 @@ class ServedModel:
         if result.status != 200:
             raise RequestError(result.response[:_MAX_FALLBACK_MESSAGE], result.status)
         return 200, result.response.encode()
+
+    def fallback_inputs(self, body: bytes, content_type: str) -> tuple[list[str] | None, np.ndarray] | None:
+        """The input MLflow's pyfunc path scored, as (column names, object rows) for the prediction log:
+        parsed again with MLflow's own parsers, so the log holds what the model saw (strings, booleans
+        and gaps included). None when that input is not a table or a 2-D array (nothing to log)."""
+        import io
+
+        import pandas as pd
+        from mlflow.pyfunc import scoring_server
+
+        schema = self.pyfunc_model.metadata.get_input_schema()
+        kind = media_type(content_type)
+        if kind == CONTENT_TYPE_CSV:
+            data = scoring_server.parse_csv_input(io.StringIO(body.decode("utf-8")), schema=schema)
+        elif kind == CONTENT_TYPE_PARQUET:
+            data = scoring_server.parse_parquet_input(io.BytesIO(body))
+        else:
+            data = scoring_server._parse_json_data(body, self.pyfunc_model.metadata, schema).data
+        if isinstance(data, pd.DataFrame):
+            # Missing values of any kind (NaN, None, pd.NA) as JSON null, every other value as it came.
+            rows = data.astype(object).where(data.notna(), None).to_numpy()
+            return [str(column) for column in data.columns], rows
+        if isinstance(data, np.ndarray) and data.ndim == 2:
+            return None, data
+        return None
 
     def close(self) -> None:
         if self._executor is not None:

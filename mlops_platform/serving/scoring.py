@@ -35,9 +35,11 @@ class Answer:
 
     Attributes:
         body: the response body; `status` its HTTP status (MLflow's own non-200 answers pass through).
-        inputs / output: the validated array the model saw and its raw output (fast path only).
+        inputs / output: the validated array the model saw and its raw output (output: fast path only;
+            on the pyfunc path, inputs are the rows MLflow parsed, kept only when they will be logged).
         predictions: the predictions' JSON as sent, for the prediction log.
         params: the request's inference params, if any.
+        columns: the names of the inputs' columns on the pyfunc path (the fast path's are its signature's).
     """
 
     body: bytes
@@ -46,16 +48,25 @@ class Answer:
     output: np.ndarray | None = None
     predictions: bytes | None = None
     params: dict[str, Any] | None = None
+    columns: list[str] | None = None
 
 
-async def score(model: ServedModel, body: bytes, content_type: str | None) -> Answer:
-    """Answer one request with `model`; raises RequestError for what the client must fix."""
+async def score(
+    model: ServedModel, body: bytes, content_type: str | None, keep_inputs: bool = False
+) -> Answer:
+    """Answer one request with `model`; raises RequestError for what the client must fix.
+
+    `keep_inputs`: the answer will be logged, so the pyfunc path also returns the rows it scored (the
+    fast path always has them: its validated array).
+    """
     if not model.fast:
         media_type(content_type)  # 415 for what MLflow would refuse too, before a thread hop
         if model.required_columns:
             await _maybe_in_thread(len(body) > OFFLOAD_BYTES, check_columns, model, body, content_type)
         status, content = await run_fallback(model, body, content_type)
-        return Answer(content, status)
+        if status != 200:
+            return Answer(content, status)
+        return await _fallback_answer(model, body, content_type, content, keep_inputs)
     offload = len(body) > OFFLOAD_BYTES
     parsed, array = await _maybe_in_thread(offload, validated_input, model, body, content_type)
     if parsed.params and model.takes_params:
@@ -68,6 +79,24 @@ async def score(model: ServedModel, body: bytes, content_type: str | None) -> An
     output = await predict(model, array)
     predictions = await _maybe_in_thread(offload, model.output_json, output)
     return Answer(b'{"predictions": ' + predictions + b"}", 200, array, output, predictions, parsed.params)
+
+
+async def _fallback_answer(
+    model: ServedModel, body: bytes, content_type: str, content: bytes, keep_inputs: bool
+) -> Answer:
+    """A pyfunc-path answer with its predictions (a shadow's agreement compares them) and, when it will
+    be logged, the rows it scored: tables with strings and gaps are served here, and the prediction log
+    and the skew report need their inputs as much as any other model's."""
+    try:
+        predictions = orjson.dumps(orjson.loads(content)["predictions"])
+        scored = await asyncio.to_thread(model.fallback_inputs, body, content_type) if keep_inputs else None
+    except Exception as error:  # logging must never turn an answered request into an error
+        logger.warning("request answered but not logged: its input could not be re-read (%s)", error)
+        return Answer(content, 200)
+    if scored is None:
+        return Answer(content, 200, predictions=predictions)
+    columns, rows = scored
+    return Answer(content, 200, rows, None, predictions, columns=columns)
 
 
 def check_columns(model: ServedModel, body: bytes, content_type: str | None) -> None:

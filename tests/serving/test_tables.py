@@ -116,7 +116,10 @@ def test_a_real_table_trains_serves_and_answers_alike_everywhere_for_both_traine
     for entry, uri in models.items():
         expected = mlflow.pyfunc.load_model(uri).predict(rows)
         expected = np.asarray(expected).tolist()  # float32 -> the float64 values MLflow's server writes
-        ours = ServerProcess(uri, sqlite_server.url, tmp_path / f"{entry}-ours.log").wait_ready()
+        predictions_log = tmp_path / f"{entry}-predictions.jsonl"
+        ours = ServerProcess(
+            uri, sqlite_server.url, tmp_path / f"{entry}-ours.log", "--log-predictions", str(predictions_log)
+        ).wait_ready()
         theirs, url = _mlflow_serve(uri, sqlite_server.url, tmp_path / f"{entry}-mlflow.log")
         try:
             for request in (body, reordered):
@@ -136,6 +139,29 @@ def test_a_real_table_trains_serves_and_answers_alike_everywhere_for_both_traine
         finally:
             _stop(theirs)
             ours.stop()
+        # Answered on MLflow's pyfunc path (strings and gaps), yet logged like any other answer: the
+        # rows as the model saw them, by name, gaps as null, and the predictions the client got.
+        lines = [json.loads(line) for line in predictions_log.read_text().splitlines()]
+        assert len(lines) == 2, lines  # the two answered requests; the refused one is not a prediction
+        sent = rows.astype(object).where(rows.notna(), None)
+        for line in lines:
+            assert line["predictions"] == expected
+            assert {"region", "alcohol", "organic"} <= set(line["columns"]), line["columns"]
+            logged = pd.DataFrame(line["inputs"], columns=line["columns"]).astype(object)
+            logged = logged.where(logged.notna(), None)
+            for column in line["columns"]:
+                assert logged[column].tolist() == sent[column].tolist(), column
+        # ... so the skew report reads them against the model's training profile, strings included.
+        skew_command = ["skew", "--model-uri", uri, "--log", str(predictions_log), "--no-mlflow"]
+        skew = subprocess.run(
+            [sys.executable, "-m", "mlops_platform", *skew_command, "--tracking-uri", sqlite_server.url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert skew.returncode == 0, skew.stdout + skew.stderr
+        compared = {feature["feature"] for feature in json.loads(skew.stdout)["features"]}
+        assert {"region", "alcohol", "organic"} <= compared, skew.stdout
         if entry == "train_torch":
             probabilities = np.asarray(expected)
             assert probabilities.shape == (6, 3) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
