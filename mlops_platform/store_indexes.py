@@ -9,7 +9,9 @@ still keeps an experiment's queries from scanning the other experiments' runs.
 
 What we measured and rejected (benchmarks/scale.py, SQLite, 20,000 runs): `latest_metrics(key,
 value)` and `params(key, value)` make SQLite's planner drive MLflow's metric-ordered searches from
-those indexes, and find_best_run's query went from 0.35 s to 59 s. So only the runs index is added.
+those indexes, and find_best_run's query went from 0.35 s to 59 s; at 100,000 runs a covering
+`latest_metrics(key, run_uuid, value, is_nan)` took the same query from 1.0 s to over 300 s. So only
+the runs index is added.
 
 Rules that keep MLflow's migrations working: our names start with `mlops_` (no MLflow migration
 will create or drop them), creation is `IF NOT EXISTS` (idempotent, run at every start), and on
