@@ -19,6 +19,7 @@ from mlops_platform.errors import UserError
 from mlops_platform.sweep.spec import SweepSpec
 from mlops_platform.sweep.storage import open_storage, redact, resolve_storage_url
 from mlops_platform.sweep.summary import SweepSummary, log_summary, parent_run_link, summarize
+from mlops_platform.tracking.interface import Run, Tracker
 from mlops_platform.tracking.tags import ROLE_TAG, STORAGE_TAG, STUDY_TAG, decision_tags
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ class SweepResult:
     promotion: Any = None  # the PromotionDecision with promote_to
 
 
-def run(config: SweepConfig, tracker: Any = None) -> SweepResult:
+def run(config: SweepConfig, tracker: Tracker | None = None) -> SweepResult:
     """Create the study and the parent run, work on the study, summarize, promote; see the module doc."""
     import optuna
 
@@ -42,9 +43,9 @@ def run(config: SweepConfig, tracker: Any = None) -> SweepResult:
 
     url = resolve_storage_url(config.storage)
     if tracker is None:
-        from mlops_platform.tracking import Tracker
+        from mlops_platform.tracking import Tracker as ServerTracker
 
-        tracker = Tracker()
+        tracker = ServerTracker()
     storage = open_storage(
         url, config.heartbeat_interval, config.grace_period, on_stale=stale_handler(tracker.tracking_uri)
     )
@@ -86,7 +87,7 @@ def run(config: SweepConfig, tracker: Any = None) -> SweepResult:
         return SweepResult(parent.run_id, parent.experiment_id, summary, promotion)
 
 
-def promote(config: SweepConfig, parent: Any, summary: SweepSummary, tracking_uri: str) -> Any:
+def promote(config: SweepConfig, parent: Run, summary: SweepSummary, tracking_uri: str) -> Any:
     """The sweep's best child through promote_best's gates (champion, min_delta 0, baseline)."""
     from mlops_platform.registry.promote import promote_best
     from mlops_platform.registry.search import children_clause
@@ -111,10 +112,10 @@ def promote(config: SweepConfig, parent: Any, summary: SweepSummary, tracking_ur
 def worker(study_name: str, storage: str | None = None) -> Any:
     """Join a running study from any host: only the tracking URI (environment) and the storage URL."""
     from mlops_platform.sweep.worker import open_study, work
-    from mlops_platform.tracking import Tracker
+    from mlops_platform.tracking import Tracker as ServerTracker
 
     url = resolve_storage_url(storage)
-    tracker = Tracker()
+    tracker = ServerTracker()
     study, spec = open_study(url, study_name, tracker.tracking_uri)
     result = work(study, spec, url, tracker)
     print(f"worker done: ran {result.ran} trial(s) of study {study_name}: {result.states}")

@@ -11,6 +11,7 @@ from typing import Any
 from mlops_platform.sweep.spec import SweepSpec
 from mlops_platform.sweep.study import budget_trials
 from mlops_platform.sweep.trial import RUN_ID_ATTR
+from mlops_platform.tracking.interface import Run
 from mlops_platform.tracking.tags import BEST_RUN_TAG
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def parent_run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
-def log_summary(run: Any, study: Any, spec: SweepSpec, summary: SweepSummary, tracking_uri: str) -> None:
+def log_summary(run: Run, study: Any, spec: SweepSpec, summary: SweepSummary, tracking_uri: str) -> None:
     """Counts, best value and params, the best child's test metrics, and Optuna's figures."""
     from mlflow import MlflowClient
 
@@ -91,7 +92,7 @@ def log_summary(run: Any, study: Any, spec: SweepSpec, summary: SweepSummary, tr
     log_figures(run, study)
 
 
-def log_figures(run: Any, study: Any) -> None:
+def log_figures(run: Run, study: Any) -> None:
     """Optuna's optimization history, parallel coordinates and param importances (matplotlib).
 
     A figure Optuna cannot draw for this study (importances need two complete trials with differing

@@ -11,11 +11,13 @@ says stop, the run ends FINISHED with `mlops.sweep.trial_state=PRUNED` and no lo
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 from mlops_platform.sweep.space import suggest
 from mlops_platform.sweep.spec import SweepSpec
+from mlops_platform.tracking.interface import Run, Tracker
 from mlops_platform.tracking.tags import PARENT_TAG, PRUNED_TAG, STUDY_TAG, TRIAL_NUMBER_TAG, TRIAL_STATE_TAG
 
 RUN_ID_ATTR = "mlflow_run_id"  # the trial's user attribute holding its child run id
@@ -24,12 +26,12 @@ RUN_ID_ATTR = "mlflow_run_id"  # the trial's user attribute holding its child ru
 class _ChildRun:
     """Context manager around the job's run: says where it started, and ends a pruned run cleanly."""
 
-    def __init__(self, inner: Any, on_start: Callable[[Any], None]) -> None:
+    def __init__(self, inner: AbstractContextManager[Run], on_start: Callable[[Run], None]) -> None:
         self.inner = inner
         self.on_start = on_start
 
-    def __enter__(self) -> Any:
-        run = self.inner.__enter__()
+    def __enter__(self) -> Run:
+        run = self.run = self.inner.__enter__()
         try:
             self.on_start(run)
         except BaseException:
@@ -37,13 +39,13 @@ class _ChildRun:
             raise
         return run
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> bool | None:
         import optuna
 
         if exc_type is not None and issubclass(exc_type, optuna.TrialPruned):
             # Not a failure: the sweep stopped it. The run ends FINISHED with the tag, and the exception
             # goes on so the job stops where it is (no evaluation, no model).
-            self.inner.set_tags({TRIAL_STATE_TAG: "PRUNED", PRUNED_TAG: str(exc)[:5000]})
+            self.run.set_tags({TRIAL_STATE_TAG: "PRUNED", PRUNED_TAG: str(exc)[:5000]})
             self.inner.__exit__(None, None, None)
             return False
         return self.inner.__exit__(exc_type, exc, tb)
@@ -52,7 +54,7 @@ class _ChildRun:
 class ChildRunTracker:
     """The tracker a trial's job gets; see the module docstring. Everything else is the real tracker's."""
 
-    def __init__(self, tracker: Any, tags: dict[str, str], on_start: Callable[[Any], None]) -> None:
+    def __init__(self, tracker: Tracker, tags: dict[str, str], on_start: Callable[[Run], None]) -> None:
         self.tracker = tracker
         self.tags = tags
         self.on_start = on_start
@@ -60,11 +62,29 @@ class ChildRunTracker:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.tracker, name)
 
-    def run(self, *, tags: dict[str, Any] | None = None, use_env_run: bool = True, **kwargs: Any) -> Any:
+    @property
+    def tracking_uri(self) -> str:
+        return self.tracker.tracking_uri
+
+    def run(
+        self,
+        experiment: str | None = None,
+        run_name: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        resume_run_id: str | None = None,
+        entry_point: str | None = None,
+        use_env_run: bool = True,
+    ) -> AbstractContextManager[Run]:
+        where = {
+            "experiment": experiment,
+            "run_name": run_name,
+            "resume_run_id": resume_run_id,
+            "entry_point": entry_point,
+        }
         if not use_env_run:
-            return self.tracker.run(tags=tags, use_env_run=False, **kwargs)
+            return self.tracker.run(tags=tags, use_env_run=False, **where)
         merged = {**(tags or {}), **self.tags}
-        return _ChildRun(self.tracker.run(tags=merged, use_env_run=False, **kwargs), self.on_start)
+        return _ChildRun(self.tracker.run(tags=merged, use_env_run=False, **where), self.on_start)
 
 
 def trial_params(spec: SweepSpec, study_name: str, number: int, values: dict[str, Any]) -> dict[str, Any]:
@@ -85,7 +105,7 @@ def best_of(values: list[float], direction: str) -> float:
     return max(finite) if direction == "max" else min(finite)
 
 
-def run_trial(trial: Any, spec: SweepSpec, tracker: Any) -> float:
+def run_trial(trial: Any, spec: SweepSpec, tracker: Tracker) -> float:
     """Train one model with the trial's values; returns the validation metric Optuna optimizes.
 
     Raises:

@@ -23,6 +23,7 @@ from mlops_platform.sweep.spec import SweepSpec
 from mlops_platform.sweep.storage import budget_lock, open_storage
 from mlops_platform.sweep.study import budget_trials, load_study
 from mlops_platform.sweep.trial import RUN_ID_ATTR, TRIAL_STATE_TAG, run_trial
+from mlops_platform.tracking.interface import Tracker
 from mlops_platform.tracking.tags import STALE_TAG
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ def running(study: Any) -> bool:
     return any(trial.state == TrialState.RUNNING for trial in study.get_trials(deepcopy=False))
 
 
-def tag_child_state(tracker: Any) -> Any:
+def tag_child_state(tracker: Tracker) -> Any:
     """Optuna callback after each trial: the child run says how Optuna ended the trial."""
 
     def callback(study: Any, trial: Any) -> None:
@@ -142,7 +143,7 @@ def tag_child_state(tracker: Any) -> Any:
     return callback
 
 
-def tracker_client(tracker: Any) -> Any:
+def tracker_client(tracker: Tracker) -> Any:
     from mlflow import MlflowClient
 
     return MlflowClient(tracker.tracking_uri)
@@ -152,7 +153,7 @@ def work(
     study: Any,
     spec: SweepSpec,
     storage_url: str,
-    tracker: Any = None,
+    tracker: Tracker | None = None,
     timeout: float | None = None,
     poll_interval: float | None = None,
 ) -> WorkResult:
@@ -164,9 +165,9 @@ def work(
             interval, at most MAX_POLL_S.
     """
     if tracker is None:
-        from mlops_platform.tracking import Tracker
+        from mlops_platform.tracking import Tracker as ServerTracker
 
-        tracker = Tracker()
+        tracker = ServerTracker()
     import optuna
 
     poll = poll_interval if poll_interval is not None else min(spec.heartbeat_interval, MAX_POLL_S)

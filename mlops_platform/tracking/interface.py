@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
@@ -114,8 +115,10 @@ class Tracker(Protocol):
         resume_run_id: str | None = None,
         entry_point: str | None = None,
         use_env_run: bool = True,
-    ) -> Run:
-        """A run context: a new run, MLFLOW_RUN_ID's (when `use_env_run`), or `resume_run_id` again."""
+    ) -> AbstractContextManager[Run]:
+        """A run context (`with tracker.run(...) as run:`): a new run, MLFLOW_RUN_ID's (when
+        `use_env_run`), or `resume_run_id` again. A `Run` is its own context; a wrapper such as the
+        sweep's `ChildRunTracker` may hand out another context that yields one."""
 
 
 @runtime_checkable

@@ -11,6 +11,7 @@ import inspect
 
 import pytest
 
+from mlops_platform.sweep.trial import ChildRunTracker
 from mlops_platform.tracking import RecordingRun, RecordingTracker, TrackedRun, Tracker, interface
 
 # Members every Protocol class has from `typing` itself, not part of the interface we wrote.
@@ -45,6 +46,7 @@ IMPLEMENTATIONS = [
     (interface.Run, lambda: RecordingRun(None, None, None)),
     (interface.Tracker, real_tracker),
     (interface.Tracker, RecordingTracker),
+    (interface.Tracker, lambda: ChildRunTracker(RecordingTracker(), {}, lambda run: None)),
     (interface.MetricsSink, lambda: TrackedRun(real_tracker())),
     (interface.MetricsSink, lambda: RecordingRun(None, None, None)),
     (interface.DeliverySettings, real_tracker),
