@@ -12,7 +12,7 @@ import queue
 import random
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +68,9 @@ def save_checkpoint(state: dict[str, Any] | bytes, path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint with the safe unpickler (tensors and plain containers only), onto the CPU.
+def load_checkpoint(path: str | Path, required: Iterable[str] = RESUME_KEYS) -> dict[str, Any]:
+    """Load a checkpoint with the safe unpickler (tensors and plain containers only), onto the CPU;
+    `required`: the keys it must hold (by default what a resume reads).
 
     Raises:
         CheckpointError: the file is not a whole checkpoint of this format (a torn copy, another file,
@@ -90,8 +91,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             f"checkpoint {path} has format version {version}; this code reads {CHECKPOINT_FORMAT_VERSION}"
         )
-    missing = [key for key in RESUME_KEYS if key not in state]
-    if missing or not isinstance(state["config"], dict):
+    missing = [key for key in required if key not in state]
+    if missing or ("config" in required and not isinstance(state["config"], dict)):
         raise CheckpointError(f"checkpoint {path} is incomplete: no {', '.join(missing) or 'config dict'}")
     return state
 

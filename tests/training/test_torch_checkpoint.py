@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from mlops_platform.training.checkpoint import (
+    CheckpointError,
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
@@ -30,7 +31,7 @@ def test_checkpoint_loads_with_weights_only_and_keeps_everything(tmp_path):
     # The strict unpickler: no classes, only tensors and plain containers.
     raw = torch.load(path, weights_only=True)
     assert raw["epoch"] == 3 and raw["config"] == {"model": "mlp", "grad_clip_norm": None}
-    loaded = load_checkpoint(path)
+    loaded = load_checkpoint(path, required=("model", "epoch", "config", "history", "rng"))
     assert torch.equal(loaded["model"]["w"], state["model"]["w"])
     assert loaded["history"] == state["history"]
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temp file left behind
@@ -46,7 +47,7 @@ def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path):
 
     with pytest.raises(RuntimeError, match="boom"):
         save_checkpoint({"epoch": 2, "bad": Unpicklable()}, path)
-    assert load_checkpoint(path)["epoch"] == 1
+    assert load_checkpoint(path, required=("epoch",))["epoch"] == 1
     assert os.listdir(tmp_path) == ["last.pt"]
 
 
@@ -60,7 +61,7 @@ def test_rng_state_round_trip_reproduces_every_generator(tmp_path):
     random.seed(99)
     np.random.seed(99)
     torch.manual_seed(99)
-    restore_rng_state(load_checkpoint(tmp_path / "rng.pt")["rng"])
+    restore_rng_state(load_checkpoint(tmp_path / "rng.pt", required=("rng",))["rng"])
     again = (random.random(), np.random.normal(), np.random.rand(), torch.rand(3))
     assert expected[:3] == again[:3]
     assert torch.equal(expected[3], again[3])
@@ -68,7 +69,7 @@ def test_rng_state_round_trip_reproduces_every_generator(tmp_path):
 
 def test_wrong_format_version_is_rejected(tmp_path):
     torch.save({"format_version": 999}, tmp_path / "old.pt")
-    with pytest.raises(ValueError, match="format version 999"):
+    with pytest.raises(CheckpointError, match="format version 999"):
         load_checkpoint(tmp_path / "old.pt")
 
 
@@ -76,7 +77,9 @@ def test_background_writer_writes_in_order_calls_back_and_reports_errors(tmp_pat
     from mlops_platform.training.checkpoint import BackgroundCheckpointWriter
 
     seen = []
-    writer = BackgroundCheckpointWriter(lambda path: seen.append(load_checkpoint(path)["epoch"]))
+    writer = BackgroundCheckpointWriter(
+        lambda path: seen.append(load_checkpoint(path, required=("epoch",))["epoch"])
+    )
     tensor = torch.zeros(3)
     for epoch in (1, 2, 3):
         tensor += 1
@@ -84,7 +87,7 @@ def test_background_writer_writes_in_order_calls_back_and_reports_errors(tmp_pat
     tensor += 100  # the submitted snapshots must not see later in-place changes
     writer.wait()
     assert seen == [1, 2, 3]
-    assert torch.equal(load_checkpoint(tmp_path / "last.pt")["weights"], torch.full((3,), 3.0))
+    assert torch.equal(load_checkpoint(tmp_path / "last.pt", required=())["weights"], torch.full((3,), 3.0))
 
     def fail(path):
         raise OSError("upload refused")
