@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 
@@ -256,6 +257,11 @@ def test_a_long_live_journal_is_compacted_and_loses_nothing(sqlite_tracking_uri,
             for step in range(block * 100, (block + 1) * 100):
                 run.log_metrics({"loss": 1 / (step + 1), "accuracy": step / 2000}, step=step)
             assert run.flush(timeout=60)
+            # flush returns at the last acknowledgement; the sender compacts right after, on its own
+            # thread: give it that moment (a journal that is never compacted still fails below).
+            deadline = time.monotonic() + 10
+            while records.stat().st_size >= 24_000 and time.monotonic() < deadline:
+                time.sleep(0.02)
             sizes.append(records.stat().st_size)
         appended = sum(len(f'{{"t":0,"s":{s},"m":{{"loss":0.0,"accuracy":0.0}}}}\n') for s in range(2000))
     assert max(sizes) < 40_000 < appended  # without compaction the file ends holding all of it
