@@ -18,6 +18,7 @@ from pathlib import Path
 
 import requests
 
+from mlops_platform.config.train_torch import TorchTrainConfig
 from mlops_platform.demo_config import DemoConfig
 from mlops_platform.errors import UserError
 from mlops_platform.redaction import redact
@@ -48,17 +49,24 @@ def _start_tracking_server(config: DemoConfig) -> str:
     return url
 
 
-def _demo_row() -> dict:
-    """One test-split digit as MLflow's `dataframe_split` payload, with its true label."""
+def _demo_row(train: TorchTrainConfig) -> dict:
+    """One row of the job's test split as MLflow's `dataframe_split` payload, with its true label."""
     from mlops_platform.data import load_dataset, split_dataset
 
-    splits = split_dataset(load_dataset("digits"), seed=0, val_fraction=0.1, test_fraction=0.2)
+    splits = split_dataset(
+        load_dataset(train.dataset, target=train.target),
+        seed=train.seed,
+        val_fraction=train.val_fraction,
+        test_fraction=train.test_fraction,
+    )
     row = splits.test.features.iloc[:1]
     payload = {"dataframe_split": {"columns": list(row.columns), "data": row.to_numpy().tolist()}}
     return {"payload": payload, "label": splits.test.target.iloc[0]}
 
 
-def _serve_and_predict(model_uri: str, port: int, env: dict[str, str]) -> tuple[object, object]:
+def _serve_and_predict(
+    model_uri: str, port: int, env: dict[str, str], train: TorchTrainConfig
+) -> tuple[object, object]:
     if port_in_use("127.0.0.1", port):
         port = free_port()
     command = [sys.executable, "-m", "mlops_platform", "serve", "--model-uri", model_uri, "--port", str(port)]
@@ -68,7 +76,7 @@ def _serve_and_predict(model_uri: str, port: int, env: dict[str, str]) -> tuple[
     try:
         if not wait_for_health(url, 120, process, path="/ping"):
             raise UserError(f"the model server did not answer /ping (exit code {process.poll()})")
-        example = _demo_row()
+        example = _demo_row(train)
         response = requests.post(f"{url}/invocations", json=example["payload"], timeout=30)
         response.raise_for_status()
         return response.json()["predictions"], example["label"]
@@ -101,10 +109,9 @@ def run_demo(config: DemoConfig | None = None) -> None:
     env.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     mlflow = [sys.executable, "-m", "mlflow", "run", ".", "--env-manager", "local"]
 
-    _step("train: the main entry point (PyTorch CNN on digits)")
-    _run(
-        [*mlflow, "-e", "main", "--experiment-name", config.experiment, "-P", f"epochs={config.epochs}"], env
-    )
+    train = config.train_config()
+    _step(f"train: the main entry point (PyTorch {train.model.upper()} on {train.dataset})")
+    _run([*mlflow, "-e", "main", "--experiment-name", config.experiment, "-P", f"epochs={train.epochs}"], env)
 
     model_uri = f"models:/{config.model_name}@{config.alias}"
     _step(f"promote: the best run by {config.metric} -> {model_uri}")
@@ -118,7 +125,7 @@ def run_demo(config: DemoConfig | None = None) -> None:
     )  # fmt: skip
 
     _step(f"serve the {config.alias} over REST and ask it one prediction")
-    prediction, label = _serve_and_predict(model_uri, config.serve_port, env)
+    prediction, label = _serve_and_predict(model_uri, config.serve_port, env, train)
 
     from mlflow import MlflowClient
 

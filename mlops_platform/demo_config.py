@@ -19,3 +19,8 @@ class DemoConfig:
     tracking_port: int = 5000
     serve_port: int = 8080
     epochs: int = TorchTrainConfig.model_fields["epochs"].default
+
+    def train_config(self) -> TorchTrainConfig:
+        """The main job's config as the demo runs it: the trainer's own defaults (dataset, splits, seed)
+        with the demo's epochs, so the demo's test row comes from the split the job made."""
+        return TorchTrainConfig(epochs=self.epochs)

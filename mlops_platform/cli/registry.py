@@ -70,6 +70,10 @@ def search_command(
 # ------------------------------------------------------------------------------------------ registry
 
 
+def _alias_text(aliases: dict[str, str]) -> str:
+    return ", ".join(f"@{alias}=v{version}" for alias, version in sorted(aliases.items()))
+
+
 @click.group()
 def registry() -> None:
     """Registered models: list, show, roll back. Promote with `mlops promote`."""
@@ -79,20 +83,14 @@ def registry() -> None:
 @_TRACKING_URI
 def list_command(tracking_uri: str | None) -> None:
     """Every registered model with its aliases."""
+    from mlops_platform.registry.models import iter_registered_models, latest_version
     from mlops_platform.registry.search import client_for
 
-    client = client_for(tracking_uri)
-    token, count = None, 0
-    while True:
-        page = client.search_registered_models(max_results=100, page_token=token)
-        for model in page:
-            aliases = ", ".join(f"@{a}=v{v}" for a, v in sorted((model.aliases or {}).items())) or "-"
-            latest = max((int(v.version) for v in model.latest_versions or []), default=None)
-            click.echo(f"{model.name}\tlatest v{latest}\t{aliases}")
-            count += 1
-        token = page.token
-        if not token:
-            break
+    count = 0
+    for model in iter_registered_models(client_for(tracking_uri)):
+        aliases = _alias_text(model.aliases or {}) or "-"
+        click.echo(f"{model.name}\tlatest v{latest_version(model)}\t{aliases}")
+        count += 1
     if not count:
         click.echo("no registered models")
 
@@ -103,39 +101,17 @@ def list_command(tracking_uri: str | None) -> None:
 @_TRACKING_URI
 def show_command(model_name: str, output_format: str, tracking_uri: str | None) -> None:
     """The versions of MODEL_NAME: aliases, source run, promotion tags."""
-    from mlops_platform.registry.promote import RegistryError, check_model_name, get_aliases
+    from mlops_platform.registry.models import describe_model
     from mlops_platform.registry.search import client_for
+    from mlops_platform.tracking.tags import TAG_METRIC, TAG_VALUE
 
-    check_model_name(model_name)
-    client = client_for(tracking_uri)
-    aliases = get_aliases(client, model_name)
-    if aliases is None:
-        raise RegistryError(f"unknown registered model {model_name!r}")
-    by_version: dict[str, list[str]] = {}
-    for alias, version in aliases.items():
-        by_version.setdefault(version, []).append(alias)
-    versions = sorted(client.search_model_versions(f"name = '{model_name}'"), key=lambda v: int(v.version))
-    rows = [
-        {
-            "version": v.version,
-            "aliases": sorted(by_version.get(v.version, [])),
-            "run_id": v.run_id,
-            "source": v.source,
-            "status": v.status,
-            "tags": dict(v.tags or {}),
-        }
-        for v in versions
-    ]
+    described = describe_model(client_for(tracking_uri), model_name)
     if output_format == "json":
-        click.echo(json.dumps({"name": model_name, "aliases": aliases, "versions": rows}, indent=2))
+        click.echo(json.dumps(described.to_dict(), indent=2))
         return
-    click.echo(
-        f"{model_name}: " + (", ".join(f"@{a}=v{v}" for a, v in sorted(aliases.items())) or "no aliases")
-    )
-    for row in rows:
+    click.echo(f"{model_name}: {_alias_text(described.aliases) or 'no aliases'}")
+    for row in described.versions:
         tags = row["tags"]
-        from mlops_platform.tracking.tags import TAG_METRIC, TAG_VALUE
-
         metric = f"{tags[TAG_METRIC]}={tags.get(TAG_VALUE)}" if TAG_METRIC in tags else ""
         alias_text = " ".join(f"@{a}" for a in row["aliases"])
         click.echo(f"  v{row['version']}\t{alias_text or '-'}\trun {row['run_id']}\t{metric}")

@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from mlops_platform.cli.options import config_options
-from mlops_platform.errors import UserError
 from mlops_platform.serving.config import ServeConfig
 
 
@@ -92,32 +91,11 @@ def report(
 )
 def predict(model_uri: str, input_path: Path, tracking_uri: str | None, allow_unsafe_models: bool) -> None:
     """Print the predictions a served model would answer for one request file."""
-    _predict(model_uri, input_path, tracking_uri, allow_unsafe_models)
-
-
-def _predict(model_uri: str, input_path: Path, tracking_uri: str | None, allow_unsafe: bool) -> None:
-    import asyncio
     import logging
 
-    from mlops_platform.serving.errors import RequestError
-    from mlops_platform.serving.parsing import CONTENT_TYPE_CSV, CONTENT_TYPE_JSON, CONTENT_TYPE_PARQUET
-    from mlops_platform.serving.predictors import load_served_model
-    from mlops_platform.serving.scoring import score
+    from mlops_platform.serving.scoring import score_file
     from mlops_platform.settings import resolve_tracking_uri
 
     logging.getLogger("mlflow").setLevel(logging.ERROR)
-    suffix = input_path.suffix.lower()
-    content_type = {".csv": CONTENT_TYPE_CSV, ".parquet": CONTENT_TYPE_PARQUET}.get(suffix, CONTENT_TYPE_JSON)
-    body = input_path.read_bytes()
-    model = load_served_model(model_uri, resolve_tracking_uri(tracking_uri), allow_unsafe=allow_unsafe)
-    try:
-        # The server's own path, so `predict` answers exactly what `serve` would.
-        answer = asyncio.run(score(model, body, content_type))
-        if answer.status != 200:
-            raise UserError(f"{input_path}: {answer.body.decode()}")
-        click.echo(answer.body.decode())
-    except RequestError as error:
-        raise UserError(f"{input_path}: {error.message}") from None
-    finally:
-        model.close()
-        sys.stdout.flush()
+    click.echo(score_file(model_uri, input_path, resolve_tracking_uri(tracking_uri), allow_unsafe_models))
+    sys.stdout.flush()

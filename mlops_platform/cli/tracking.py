@@ -108,13 +108,16 @@ def _clean() -> None:
     help="A RUNNING run whose heartbeat is older than this (e.g. 90s, 10m, 2h), on the tracking server's "
     "clock, is marked KILLED; a run whose recorded heartbeat interval is longer gets 3 of its intervals.",
 )
-@click.option("--experiment", "experiments", multiple=True, help="Only this experiment (name; repeatable).")
+@click.option(
+    "--experiment", "experiments", multiple=True, help="Only this experiment (name or id; repeatable)."
+)
 @click.option("--dry-run", is_flag=True, help="List the runs that would be marked, change nothing.")
 @click.option("--tracking-uri", default=None, help="Default: MLFLOW_TRACKING_URI or the local server.")
 def reap(stale_after: str, experiments: tuple[str, ...], dry_run: bool, tracking_uri: str | None) -> None:
     """Mark RUNNING runs whose process died (heartbeat stopped) as KILLED."""
     from mlflow import MlflowClient
 
+    from mlops_platform.registry.search import resolve_experiment_ids
     from mlops_platform.settings import resolve_tracking_uri
     from mlops_platform.tracking.reaper import parse_duration, reap_stale_runs
 
@@ -123,14 +126,8 @@ def reap(stale_after: str, experiments: tuple[str, ...], dry_run: bool, tracking
     except UserError as error:
         raise click.BadParameter(str(error), param_hint="--stale-after") from None
     client = MlflowClient(resolve_tracking_uri(tracking_uri))
-    experiment_ids = None
-    if experiments:
-        experiment_ids = []
-        for name in experiments:
-            experiment = client.get_experiment_by_name(name)
-            if experiment is None:
-                raise click.BadParameter(f"no experiment named {name!r}", param_hint="--experiment")
-            experiment_ids.append(experiment.experiment_id)
+    # An unknown experiment is a SearchError, reported by the CLI's one boundary like `runs search`'s.
+    experiment_ids = resolve_experiment_ids(client, experiments) if experiments else None
     reaped = reap_stale_runs(client, seconds, experiment_ids, dry_run=dry_run)
     verb = "would mark" if dry_run else "marked"
     for run in reaped:

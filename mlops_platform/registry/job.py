@@ -27,25 +27,10 @@ def record_in_env_run(decision_dict: dict, tracking_uri: str | None) -> None:
 
 
 def run(config: PromoteConfig) -> None:
-    from mlops_platform.registry.promote import promote_best
-    from mlops_platform.registry.search import children_clause, combine_filters, entry_point_clause
+    from mlops_platform.registry.promote import PromotionRequest, run_promotion
 
-    decision = promote_best(
-        experiment=config.experiment,
-        metric=config.metric,
-        model_name=config.model_name,
-        mode=config.mode,
-        alias=config.alias,
-        min_delta=config.min_delta,
-        filter_string=combine_filters(
-            config.filter_string or "",
-            children_clause(config.parent_run),
-            entry_point_clause(config.require_entry_point),
-        ),
-        max_model_size_mb=config.max_model_size_mb,
-        dry_run=config.dry_run,
-        tracking_uri=config.tracking_uri,
-        lock_uri=config.lock_uri,
+    decision = run_promotion(
+        PromotionRequest.from_config(config), tracking_uri=config.tracking_uri, lock_uri=config.lock_uri
     )
     print(decision.summary())
     print(json.dumps(decision.to_dict(), indent=2))

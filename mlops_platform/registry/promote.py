@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from mlops_platform.config.promote import PromoteConfig
@@ -35,7 +35,10 @@ from mlops_platform.registry.names import invalid_model_name_message
 from mlops_platform.registry.search import (
     RunRecord,
     SearchError,
+    children_clause,
     client_for,
+    combine_filters,
+    entry_point_clause,
     is_not_found,
     iter_runs,
     resolve_experiment_ids,
@@ -362,7 +365,174 @@ def write_promotion(
     client.set_registered_model_alias(model_name, alias, version)
 
 
+# ------------------------------------------------------------------------------------------ steps
+
+
+@dataclass(frozen=True)
+class PromotionRequest:
+    """What to promote and under which gates: promote_best's arguments, checked on construction.
+
+    `mode` None takes the metric's known direction (resolve_mode); after construction it is always
+    "max" or "min".
+    """
+
+    experiment: str  # name or id, as the user gave it (errors name it)
+    metric: str
+    model_name: str
+    mode: Mode | None = None
+    alias: str = DEFAULT_ALIAS
+    min_delta: float = DEFAULT_MIN_DELTA
+    filter_string: str = ""
+    max_model_size_mb: float | None = None
+    dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        if self.min_delta < 0:
+            raise SearchError(f"invalid min_delta={self.min_delta}: must be >= 0")
+        if self.max_model_size_mb is not None and self.max_model_size_mb <= 0:
+            raise SearchError(f"invalid max_model_size_mb={self.max_model_size_mb}: must be > 0")
+        check_model_name(self.model_name)
+        check_alias(self.alias)
+        # Frozen, so the resolved mode is set the one way a frozen dataclass allows.
+        object.__setattr__(self, "mode", resolve_mode(self.metric, self.mode))
+
+    @classmethod
+    def from_config(cls, config: PromoteConfig) -> PromotionRequest:
+        """The promote job's request: the config's fields of the same names, and its filter narrowed to
+        a parent run's children and to an entry point."""
+        same_names = {f.name: getattr(config, f.name) for f in fields(cls) if f.name != "filter_string"}
+        filter_string = combine_filters(
+            config.filter_string or "",
+            children_clause(config.parent_run),
+            entry_point_clause(config.require_entry_point),
+        )
+        return cls(**same_names, filter_string=filter_string)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Where the competing runs live: the client, the experiments' ids, and the models known READY.
+
+    `known_ready` is shared by every round of one promotion (READY is final), so a re-check does not
+    ask again about the models the previous round already saw.
+    """
+
+    client: MlflowClient
+    experiment_ids: list[str]
+    known_ready: set[str]
+
+
+@dataclass(frozen=True)
+class Round:
+    """One look at the registry and the runs: the best run, the champion it faces, the gates' verdict."""
+
+    best: BestRun
+    champion: Champion | None
+    model_exists: bool
+    verdict: Verdict
+
+
+def decide(candidates: Candidates, request: PromotionRequest) -> Round:
+    """Read the champion, find the best run (rolled-back models skipped), and judge it."""
+    client, metric, mode = candidates.client, request.metric, request.mode
+    aliases, champion = current_champion(client, request.model_name, request.alias, metric)
+    # Only a rollback tags versions, and a rollback always leaves @previous behind.
+    rolled_back = aliases is not None and PREVIOUS_ALIAS in aliases
+    excluded = rolled_back_models(client, request.model_name) if rolled_back else frozenset()
+    best = best_in(
+        client,
+        candidates.experiment_ids,
+        metric,
+        mode,
+        request.filter_string,
+        exclude_model_ids=excluded,
+        label=request.experiment,
+        known_ready=candidates.known_ready,
+    )
+    verdict = judge(
+        client,
+        best,
+        champion,
+        lambda: best_baseline(client, candidates.experiment_ids, metric, mode),
+        request.alias,
+        request.min_delta,
+        request.max_model_size_mb,
+    )
+    return Round(best, champion, aliases is not None, verdict)
+
+
+def decision_for(
+    request: PromotionRequest, round_: Round, version: str | None, promoted: bool
+) -> PromotionDecision:
+    """The decision a round led to; `version` is the one the alias now points at, if this call moved it."""
+    best, champion, baseline = round_.best, round_.champion, round_.verdict.baseline
+    if version is None and champion is not None and champion.source == best.model_uri:
+        version = champion.version  # kept because it already is the champion
+    return PromotionDecision(
+        promoted=promoted,
+        reason=round_.verdict.reason,
+        model_name=request.model_name,
+        alias=request.alias,
+        metric=request.metric,
+        mode=request.mode,
+        run_id=best.run_id,
+        value=best.value,
+        model_uri=best.model_uri,
+        version=version,
+        champion_version=champion.version if champion else None,
+        champion_value=champion.value if champion else None,
+        baseline_run_id=baseline.run_id if baseline else None,
+        baseline_value=baseline.metric(request.metric) if baseline else None,
+        dry_run=request.dry_run,
+        run_user=best.run.created_by,
+    )
+
+
+def promote_until_stable(candidates: Candidates, request: PromotionRequest) -> PromotionDecision:
+    """Promote, then re-check on a fresh search until nothing beats the champion (at most MAX_ROUNDS).
+
+    The caller holds the promotion lock; see the module docstring for why the re-check, not the lock,
+    is what keeps the alias on the best model.
+    """
+    client, model_name, alias = candidates.client, request.model_name, request.alias
+    last: PromotionDecision | None = None
+    for _ in range(MAX_ROUNDS):
+        round_ = decide(candidates, request)
+        if not round_.verdict.promote:
+            # Stable: nothing beats the champion (usually the version this call just set).
+            return last or decision_for(request, round_, None, False)
+        tags = promotion_tags(round_.best, round_.verdict.reason)
+        version = ensure_version(client, model_name, round_.best, tags, round_.model_exists)
+        write_promotion(client, model_name, alias, version, round_.champion)
+        log.info("promoted %s@%s -> version %s: %s", model_name, alias, version, round_.verdict.reason)
+        last = decision_for(request, round_, version, True)
+    log.warning(
+        "%s@%s was still changing after %d rounds; new runs keep arriving", model_name, alias, MAX_ROUNDS
+    )
+    return last  # type: ignore[return-value]
+
+
 # ------------------------------------------------------------------------------------------ public API
+
+
+def run_promotion(
+    request: PromotionRequest,
+    *,
+    tracking_uri: str | None = None,
+    lock_uri: str | None = None,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
+) -> PromotionDecision:
+    """Carry out `request` on the server (see promote_best); a dry run decides once and moves nothing."""
+    from mlops_platform.settings import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    client = client_for(uri)
+    candidates = Candidates(client, resolve_experiment_ids(client, request.experiment), set())
+    if request.dry_run:
+        round_ = decide(candidates, request)
+        return decision_for(request, round_, None, round_.verdict.promote)
+    with promotion_lock(uri, request.model_name, lock_uri, lock_timeout):
+        return promote_until_stable(candidates, request)
 
 
 def promote_best(
@@ -400,90 +570,10 @@ def promote_best(
     Raises:
         UserError: unknown experiment, malformed filter, no qualifying run, bad alias.
     """
-    from mlops_platform.settings import resolve_tracking_uri
-
-    if min_delta < 0:
-        raise SearchError(f"invalid min_delta={min_delta}: must be >= 0")
-    if max_model_size_mb is not None and max_model_size_mb <= 0:
-        raise SearchError(f"invalid max_model_size_mb={max_model_size_mb}: must be > 0")
-    check_model_name(model_name)
-    check_alias(alias)
-    resolved_mode = resolve_mode(metric, mode)
-    uri = resolve_tracking_uri(tracking_uri)
-    client = client_for(uri)
-    experiment_ids = resolve_experiment_ids(client, experiment)
-
-    known_ready: set[str] = set()
-
-    def decide() -> tuple[BestRun, Champion | None, bool, Verdict]:
-        aliases, champion = current_champion(client, model_name, alias, metric)
-        # Only a rollback tags versions, and a rollback always leaves @previous behind.
-        rolled_back = aliases is not None and PREVIOUS_ALIAS in aliases
-        excluded = rolled_back_models(client, model_name) if rolled_back else frozenset()
-        best = best_in(
-            client,
-            experiment_ids,
-            metric,
-            resolved_mode,
-            filter_string,
-            exclude_model_ids=excluded,
-            label=experiment,
-            known_ready=known_ready,
-        )
-        verdict = judge(
-            client,
-            best,
-            champion,
-            lambda: best_baseline(client, experiment_ids, metric, resolved_mode),
-            alias,
-            min_delta,
-            max_model_size_mb,
-        )
-        return best, champion, aliases is not None, verdict
-
-    def decision(best, champion, verdict, version, promoted) -> PromotionDecision:
-        baseline = verdict.baseline
-        if version is None and champion is not None and champion.source == best.model_uri:
-            version = champion.version  # kept because it already is the champion
-        return PromotionDecision(
-            promoted=promoted,
-            reason=verdict.reason,
-            model_name=model_name,
-            alias=alias,
-            metric=metric,
-            mode=resolved_mode,
-            run_id=best.run_id,
-            value=best.value,
-            model_uri=best.model_uri,
-            version=version,
-            champion_version=champion.version if champion else None,
-            champion_value=champion.value if champion else None,
-            baseline_run_id=baseline.run_id if baseline else None,
-            baseline_value=baseline.metric(metric) if baseline else None,
-            dry_run=dry_run,
-            run_user=best.run.created_by,
-        )
-
-    if dry_run:
-        best, champion, _, verdict = decide()
-        return decision(best, champion, verdict, None, verdict.promote)
-
-    last: PromotionDecision | None = None
-    with promotion_lock(uri, model_name, lock_uri, lock_timeout):
-        for _ in range(MAX_ROUNDS):
-            best, champion, model_exists, verdict = decide()
-            if not verdict.promote:
-                # Stable: nothing beats the champion (usually the version this call just set).
-                return last or decision(best, champion, verdict, None, False)
-            tags = promotion_tags(best, verdict.reason)
-            version = ensure_version(client, model_name, best, tags, model_exists)
-            write_promotion(client, model_name, alias, version, champion)
-            log.info("promoted %s@%s -> version %s: %s", model_name, alias, version, verdict.reason)
-            last = decision(best, champion, verdict, version, True)
-    log.warning(
-        "%s@%s was still changing after %d rounds; new runs keep arriving", model_name, alias, MAX_ROUNDS
+    request = PromotionRequest(
+        experiment, metric, model_name, mode, alias, min_delta, filter_string, max_model_size_mb, dry_run
     )
-    return last  # type: ignore[return-value]
+    return run_promotion(request, tracking_uri=tracking_uri, lock_uri=lock_uri, lock_timeout=lock_timeout)
 
 
 def rollback(

@@ -31,6 +31,8 @@ PARQUET = "parquet"
 CONTENT_TYPE_JSON = "application/json"
 CONTENT_TYPE_CSV = "text/csv"
 CONTENT_TYPE_PARQUET = "application/vnd.apache.parquet"
+# A request file's content type by its suffix (`mlops predict --input`); any other file is read as JSON.
+FILE_CONTENT_TYPES = {".csv": CONTENT_TYPE_CSV, ".parquet": CONTENT_TYPE_PARQUET}
 CONTENT_TYPES = (CONTENT_TYPE_JSON, CONTENT_TYPE_CSV, CONTENT_TYPE_PARQUET)
 # The literals Python's json module (MLflow's client) writes for NaN and infinities; orjson refuses them.
 _NON_FINITE_LITERAL = re.compile(rb"(?<![\w\"])(?:NaN|-?Infinity)(?![\w\"])")

@@ -12,14 +12,22 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import orjson
 
+from mlops_platform.errors import UserError
 from mlops_platform.serving.errors import RequestError, invalid_input
-from mlops_platform.serving.parsing import ParsedRequest, media_type, parse_request
-from mlops_platform.serving.predictors import ServedModel, run_fallback
+from mlops_platform.serving.parsing import (
+    CONTENT_TYPE_JSON,
+    FILE_CONTENT_TYPES,
+    ParsedRequest,
+    media_type,
+    parse_request,
+)
+from mlops_platform.serving.predictors import ServedModel, load_served_model, run_fallback
 from mlops_platform.serving.validation import missing_columns, missing_columns_message
 
 logger = logging.getLogger("mlops_platform.serving")
@@ -79,6 +87,26 @@ async def score(
     output = await predict(model, array)
     predictions = await _maybe_in_thread(offload, model.output_json, output)
     return Answer(b'{"predictions": ' + predictions + b"}", 200, array, output, predictions, parsed.params)
+
+
+def score_file(model_uri: str, input_path: Path, tracking_uri: str, allow_unsafe: bool = False) -> str:
+    """The predictions `mlops serve` would answer for one request file (`mlops predict`).
+
+    The server's own path (fast or pyfunc, as `score` picks), so the shell answers exactly what the
+    server would; a request the server would refuse is a UserError naming the file and the problem.
+    """
+    content_type = FILE_CONTENT_TYPES.get(input_path.suffix.lower(), CONTENT_TYPE_JSON)
+    body = input_path.read_bytes()
+    model = load_served_model(model_uri, tracking_uri, allow_unsafe=allow_unsafe)
+    try:
+        answer = asyncio.run(score(model, body, content_type))
+    except RequestError as error:
+        raise UserError(f"{input_path}: {error.message}") from None
+    finally:
+        model.close()
+    if answer.status != 200:
+        raise UserError(f"{input_path}: {answer.body.decode()}")
+    return answer.body.decode()
 
 
 async def _fallback_answer(

@@ -101,20 +101,26 @@ def _sync_one(
             "trust it",
         )
     delivery = Delivery(journal, MlflowClient(target), meta.run_id)
-    error = None
-    for attempt in range(attempts):
-        try:
-            delivery.pump()
-            error = None
-            break
-        except TransientDeliveryError as failure:
-            error = str(failure)
-            if attempt + 1 < attempts:
-                time.sleep(backoff * 2**attempt)
+    error = _pump_with_retries(delivery, attempts, backoff)
     if delivery.pending():
         return SyncResult(meta.run_id, "pending", delivery.counts, journal.directory, error)
     journal.remove()
     return SyncResult(meta.run_id, "delivered", delivery.counts, journal.directory)
+
+
+def _pump_with_retries(delivery: Delivery, attempts: int, backoff: float) -> str | None:
+    """Send what the journal holds, `attempts` times at most while the server is unreachable, `backoff`
+    seconds apart (doubling); the last transient failure, or None once a pump went through."""
+    error = None
+    for attempt in range(attempts):
+        try:
+            delivery.pump()
+            return None
+        except TransientDeliveryError as failure:
+            error = str(failure)
+            if attempt + 1 < attempts:
+                time.sleep(backoff * 2**attempt)
+    return error
 
 
 def _quarantine(journal: Journal, error: Exception) -> SyncResult:

@@ -1,6 +1,6 @@
 """`mlops server backup|restore` on the embedded stack (SQLite + a local artifact folder): a backup of
 a running server restored under a new MLOPS_HOME serves the same runs, metrics, artifacts and aliases.
-The team stack (PostgreSQL + S3) is restored in tests/team/test_backup_restore.py."""
+The team stack (PostgreSQL + S3) is backed up and restored in tests/team/test_end_to_end.py."""
 
 from __future__ import annotations
 

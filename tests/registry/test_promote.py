@@ -180,3 +180,30 @@ def test_errors_name_the_problem(
         rollback(model_name)
     with pytest.raises(UserError, match="min_delta"):
         promote_best(experiment_name, "val_acc", model_name, "max", min_delta=-1)
+
+
+def test_request_from_the_job_config_checks_and_resolves() -> None:
+    from mlops_platform.config.promote import PromoteConfig
+    from mlops_platform.registry import PromotionRequest
+
+    config = PromoteConfig.parse(
+        {
+            "experiment": "e",
+            "model_name": "m",
+            "metric": "val_rmse",
+            "filter_string": "params.model = 'cnn'",
+            "parent_run": "abc123",
+            "require_entry_point": "train_torch",
+        }
+    )
+    request = PromotionRequest.from_config(config)
+    assert request.mode == "min"  # the metric's known direction
+    assert request.filter_string == (
+        "params.model = 'cnn' AND tags.`mlflow.parentRunId` = 'abc123' "
+        "AND tags.`mlops.entry_point` = 'train_torch'"
+    )
+    assert (request.alias, request.min_delta, request.dry_run) == ("champion", 0.0, False)
+    with pytest.raises(SearchError, match="invalid max_model_size_mb=0: must be > 0"):
+        PromotionRequest("e", "val_acc", "m", "max", max_model_size_mb=0)
+    with pytest.raises(SearchError, match="metric 'loss_x' has no known direction"):
+        PromotionRequest("e", "loss_x", "m")

@@ -46,3 +46,24 @@ def test_serve_refuses_an_unknown_model_without_a_traceback(sqlite_tracking_uri)
     assert "no-such-model" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(cli, ["serve", "--model-uri", "models:/x@champion", "--workers", "0"])
     assert result.exit_code == 1 and "workers" in result.output
+
+
+def test_score_file_reads_each_format_by_its_suffix(sklearn_model, tmp_path):
+    """The library function `mlops predict` calls: Parquet by suffix, the fast path's answer, and a
+    refused request as a UserError naming the file."""
+    import pytest
+
+    from mlops_platform.errors import UserError
+    from mlops_platform.serving.scoring import score_file
+
+    x, _ = digits_frame()
+    rows = x.iloc[40:43]
+    rows.to_parquet(tmp_path / "in.parquet", index=False)
+    rows.to_csv(tmp_path / "in.csv", index=False)
+    uri, tracking = sklearn_model.champion_uri, sklearn_model.tracking_uri
+    from_parquet = json.loads(score_file(uri, tmp_path / "in.parquet", tracking))
+    assert from_parquet == json.loads(score_file(uri, tmp_path / "in.csv", tracking))
+    assert len(from_parquet["predictions"]) == 3
+    (tmp_path / "empty.json").write_text(json.dumps({"dataframe_records": []}))
+    with pytest.raises(UserError, match=r"empty\.json: .*empty input"):
+        score_file(uri, tmp_path / "empty.json", tracking)

@@ -1,4 +1,5 @@
-"""Unit tests of the PyTorch trainer's parts: losses, models, schedulers, device/AMP selection, config.
+"""Unit tests of the PyTorch trainer's parts: losses, models, schedulers, device/AMP selection (the config's
+own checks: tests/config/test_train_torch.py).
 
 No GPU here: the CUDA branches of device selection are exercised through the `cuda_available` /
 `bf16_supported` parameters, which is all of their logic short of running a kernel.
@@ -13,7 +14,6 @@ import pytest
 import torch
 from torch import nn
 
-from mlops_platform.config import ConfigError
 from mlops_platform.config.train_torch import TorchTrainConfig
 from mlops_platform.errors import UserError
 from mlops_platform.evaluation import classification_metrics
@@ -191,39 +191,6 @@ def test_amp_selection():
     assert not scaler.is_enabled()
     loss = torch.tensor(2.0, requires_grad=True)
     assert scaler.scale(loss) is loss
-
-
-# ----------------------------------------------------------------------------------------- config
-
-
-@pytest.mark.parametrize(
-    ("values", "named"),
-    [
-        ({"model": "cnn", "dataset": "wine"}, "model=cnn needs image data"),
-        ({"dataset": "iris"}, "dataset='iris'"),
-        ({"hidden_sizes": "64,x"}, "hidden_sizes='64,x'"),
-        ({"optimizer": "rmsprop"}, "optimizer='rmsprop'"),
-        ({"scheduler": "linear"}, "scheduler='linear'"),
-        ({"dropout": 1.5}, "dropout=1.5"),
-        ({"device": "cpu", "amp": "bf16"}, "amp=bf16 needs device=cuda"),
-        ({"dataset": "csv:/tmp/x.csv", "model": "mlp"}, "needs target"),
-        ({"val_fraction": 0}, "val_fraction=0"),
-        ({"epochs": 0}, "epochs=0"),
-        ({"resume_from": "../../etc"}, "resume_from='../../etc' must be a run id"),
-    ],
-)
-def test_bad_config_values_are_named(values, named):
-    with pytest.raises(ConfigError, match="invalid parameter") as error:
-        TorchTrainConfig.parse(values)
-    assert named in str(error.value)
-
-
-def test_config_defaults_are_the_documented_digits_cnn_setup():
-    config = TorchTrainConfig.parse({})
-    assert (config.dataset, config.model, config.device, config.amp) == ("digits", "cnn", "auto", "auto")
-    assert config.hidden_layer_sizes == (128, 64)
-    # MLproject passes "" for unset optional values.
-    assert TorchTrainConfig.parse({"grad_clip_norm": "", "resume_from": ""}).grad_clip_norm is None
 
 
 def test_loop_metrics_equal_the_shared_evaluation_metrics():

@@ -1,4 +1,4 @@
-"""`mlops runs search`, `mlops promote`, `mlops registry ...` and `mlflow run . -e promote`."""
+"""`mlops runs search|reap`, `mlops promote`, `mlops registry ...` and `mlflow run . -e promote`."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from registry.helpers import make_run  # tests/registry/helpers.py
 
 from mlops_platform.cli import cli
-
-from .helpers import make_run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -76,6 +75,7 @@ def test_promote_registry_and_rollback_commands(filled) -> None:
     ("args", "message"),
     [
         (["runs", "search", "-e", "no-such-exp"], "unknown experiment 'no-such-exp'"),
+        (["runs", "reap", "--experiment", "no-such-exp"], "unknown experiment 'no-such-exp'"),
         (["runs", "search", "-e", "{name}", "--filter", "metrics.val_acc ~ 3"], "metrics.val_acc ~ 3"),
         (
             [

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-from mlops_platform.cli.jobs import parse_passthrough
 from mlops_platform.config.base import ConfigError
 from mlops_platform.config.sweep import SweepConfig
 from mlops_platform.config.sweep_space import DEFAULT_SPACES, check_space, parse_space
 from mlops_platform.config.train_sklearn import TrainSklearnConfig
 from mlops_platform.config.train_torch import TorchTrainConfig
-from mlops_platform.errors import UserError
-from mlops_platform.sweep.storage import open_storage, redact
 
 
 def parse(**values):
@@ -113,74 +107,3 @@ def test_a_valid_space_file_replaces_the_default(tmp_path):
     config = parse(space=str(path), trainer_params={"dataset": "wine", "model": "mlp"})
     assert config.space_params() == {"space.lr": "log-float[0.001, 0.1]", "space.epochs": "int[2, 6] step 2"}
     assert parse_space({"c": {"type": "categorical", "choices": ["a", 1]}}, "x")["c"].choices == ["a", 1]
-
-
-def test_passthrough_arguments_as_mlflow_run_appends_them():
-    assert parse_passthrough(["--dataset", "wine", "--hidden_sizes", "8,4", "--batch-size=16"]) == {
-        "dataset": "wine",
-        "hidden_sizes": "8,4",
-        "batch_size": "16",
-    }
-    with pytest.raises(ConfigError, match="has no value"):
-        parse_passthrough(["--dataset"])
-    with pytest.raises(ConfigError, match="unexpected argument 'wine'"):
-        parse_passthrough(["wine"])
-
-
-def test_storage_password_is_redacted():
-    assert (
-        redact("postgresql://alice:s3cret@db.example:5432/optuna")
-        == "postgresql://alice:***@db.example:5432/optuna"
-    )
-    assert "s3cret" not in redact("postgresql+psycopg://alice:s3cret@db/optuna")
-
-
-def test_an_unreachable_storage_is_a_user_error_without_the_password():
-    with pytest.raises(UserError) as caught:
-        open_storage("postgresql://alice:s3cret@127.0.0.1:1/optuna")
-    assert "cannot open study storage postgresql://alice:***@127.0.0.1:1/optuna" in str(caught.value)
-    assert "s3cret" not in str(caught.value)
-
-
-def test_a_bad_space_fails_on_the_command_line_before_any_study_or_run(tmp_path):
-    """No tracking server is even needed: the error comes first, and no storage file is created."""
-    path = tmp_path / "space.yaml"
-    path.write_text("lr: {type: float, low: 0.001, high: 0.1}\nnot_a_param: {type: int, low: 1, high: 2}\n")
-    home = tmp_path / "home"
-    result = subprocess.run(
-        [sys.executable, "-m", "mlops_platform", "sweep", "run", "--space", str(path), "--dataset", "wine",
-         "--model", "mlp"],
-        capture_output=True, text=True, timeout=120,
-        env={**__import__("os").environ, "MLOPS_HOME": str(home), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"},
-    )  # fmt: skip
-    assert result.returncode == 2, result.stderr
-    assert "unknown parameter 'not_a_param'" in result.stderr
-    assert not home.exists()
-
-
-@pytest.mark.parametrize("sampler", ["tpe", "random", "grid", "cmaes"])
-def test_every_sampler_draws_values_inside_the_space(tmp_path, sampler):
-    """Optuna's samplers on the spec a study stores, drawing from the space (no training)."""
-    import optuna
-
-    from mlops_platform.sweep.space import suggest
-    from mlops_platform.sweep.spec import SweepSpec
-    from mlops_platform.sweep.study import make_pruner, make_sampler
-
-    path = tmp_path / "space.yaml"
-    path.write_text("lr: {type: categorical, choices: [0.01, 0.1]}\nepochs: {type: int, low: 2, high: 4}\n")
-    config = parse(space=str(path), sampler=sampler, trainer_params={"dataset": "wine", "model": "mlp"})
-    spec = SweepSpec.from_config(config, "parent", "experiment", "http://127.0.0.1:9")
-    study = optuna.create_study(
-        direction="maximize", sampler=make_sampler(spec, seed=0), pruner=make_pruner(spec)
-    )
-    space = spec.distributions()
-    drawn = []
-
-    def objective(trial):
-        values = suggest(trial, space)
-        drawn.append(values)
-        return values["lr"] * values["epochs"]
-
-    study.optimize(objective, n_trials=4)
-    assert len(drawn) >= 1 and all(v["lr"] in (0.01, 0.1) and 2 <= v["epochs"] <= 4 for v in drawn)
