@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import click
@@ -52,29 +51,12 @@ def _option_for(name: str, field: Any, undeclared: bool = False) -> click.Option
 
 def _explain_on_mlflow_run(message: str, keep_existing: bool = False) -> None:
     """Under `mlflow run` the run exists before our parameters and data are checked: say on it why it
-    failed.
+    failed (tracking/env_run.py); outside `mlflow run` nothing is written."""
+    from mlops_platform.tracking.env_run import record_failure
 
-    MLflow then marks it FAILED; the tag puts the reason where the UI and searches show it, instead of
-    leaving an empty failed run. Outside `mlflow run` no run exists and nothing is written. With
-    `keep_existing`, a reason the tracker already recorded (the error came from inside the run, with its
-    type and traceback) is left as it is.
-    """
-    run_id = os.environ.get("MLFLOW_RUN_ID")
-    if not run_id:
-        return
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from mlops_platform.settings import resolve_tracking_uri
-    from mlops_platform.tracking.tags import ERROR_TAG
-
-    try:
-        client = MlflowClient(resolve_tracking_uri())
-        if keep_existing and ERROR_TAG in client.get_run(run_id).data.tags:
-            return
-        client.set_tag(run_id, ERROR_TAG, message[:5000])
-    except MlflowException as error:  # the parameter error below is what the user must see
-        click.echo(f"warning: could not tag run {run_id} with the error: {error}", err=True)
+    warning = record_failure(message, keep_existing)
+    if warning:
+        click.echo(warning, err=True)
 
 
 def parse_passthrough(args: list[str]) -> dict[str, str]:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 
 from mlops_platform.config.promote import PromoteConfig
+from mlops_platform.tracking.env_run import env_run_id
 from mlops_platform.tracking.tags import ROLE_TAG, decision_tags
 
 
 def record_in_env_run(decision_dict: dict, tracking_uri: str | None) -> None:
     """Under `mlflow run`, keep the decision in the job's own run (tags + decision.json)."""
-    run_id = os.environ.get("MLFLOW_RUN_ID")
-    if not run_id:
+    run_id = env_run_id()
+    if run_id is None:
         return
     from mlops_platform.registry.search import client_for
 

@@ -234,3 +234,22 @@ def test_impute_none_with_a_model_that_cannot_take_nan_fails_before_a_run(tmp_pa
     cellar.wine_cellar().to_csv(path, index=False)
     with pytest.raises(DataError, match=r"impute=none leaves missing numbers in alcohol, magnesium"):
         sklearn_job.prepare(_config(dataset=f"csv:{path}", target=cellar.TARGET, model="svc", impute="none"))
+
+
+def test_second_job_in_an_experiment_reuses_its_baseline(sqlite_tracking_uri, fresh_experiment):
+    from mlflow import MlflowClient
+
+    from mlops_platform.config.train_sklearn import TrainSklearnConfig
+    from mlops_platform.training import sklearn_job
+
+    name, experiment_id = fresh_experiment(sqlite_tracking_uri)
+    common = {"dataset": "wine", "cv_folds": 2, "experiment": name}
+    first = sklearn_job.run(TrainSklearnConfig.parse({**common, "model": "logreg"}))
+    second = sklearn_job.run(TrainSklearnConfig.parse({**common, "model": "knn"}))
+
+    client = MlflowClient(sqlite_tracking_uri)
+    baselines = client.search_runs([experiment_id], filter_string="tags.`mlops.role` = 'baseline'")
+    assert [run.info.run_id for run in baselines] == [first.baseline_run_id] == [second.baseline_run_id]
+    candidates = client.search_runs([experiment_id], filter_string="tags.`mlops.role` = 'candidate'")
+    assert {run.info.run_id for run in candidates} == {first.run_id, second.run_id}
+    assert all(run.info.status == "FINISHED" for run in [*baselines, *candidates])
