@@ -27,12 +27,16 @@ class MicroBatcher:
 
     def __init__(
         self,
-        fn: Callable[[np.ndarray], np.ndarray],
+        fn: Callable[[np.ndarray], np.ndarray] | None,
         executor: Executor,
         max_batch_size: int,
         max_wait_s: float,
+        parts_fn: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None,
     ):
+        """`fn` takes the batch's rows joined; or `parts_fn` takes each request's rows apart and returns
+        each one's output (for models that run part of their work per request: tables.py)."""
         self._fn = fn
+        self._parts_fn = parts_fn
         self._executor = executor
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
@@ -58,8 +62,7 @@ class MicroBatcher:
             batch = await self._collect()
             inputs = [rows for rows, _ in batch]
             try:
-                joined = inputs[0] if len(inputs) == 1 else np.concatenate(inputs)
-                output = await loop.run_in_executor(self._executor, self._fn, joined)
+                outputs = await loop.run_in_executor(self._executor, self._run, inputs)
             except Exception as error:
                 # One request's rows must not fail its neighbours': retry each alone, so the failure
                 # lands only on the request that causes it.
@@ -68,18 +71,30 @@ class MicroBatcher:
                 else:
                     for rows, future in batch:
                         try:
-                            _settle(future, await loop.run_in_executor(self._executor, self._fn, rows))
+                            [output] = await loop.run_in_executor(self._executor, self._run, [rows])
+                            _settle(future, output)
                         except Exception as alone:
                             _settle(future, error=alone)
                 continue
+            size = sum(len(rows) for rows in inputs)
             self.batches += 1
-            self.rows += len(joined)
-            self.largest = max(self.largest, len(joined))
-            start = 0
-            for rows, future in batch:
-                stop = start + len(rows)
-                _settle(future, output[start:stop])
-                start = stop
+            self.rows += size
+            self.largest = max(self.largest, size)
+            for (_, future), output in zip(batch, outputs, strict=True):
+                _settle(future, output)
+
+    def _run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Each input's output, from one model call (in the executor's thread)."""
+        if self._parts_fn is not None:
+            return self._parts_fn(inputs)
+        joined = inputs[0] if len(inputs) == 1 else np.concatenate(inputs)
+        output = self._fn(joined)
+        outputs, start = [], 0
+        for rows in inputs:
+            stop = start + len(rows)
+            outputs.append(output[start:stop])
+            start = stop
+        return outputs
 
     async def _collect(self) -> list[tuple[np.ndarray, asyncio.Future]]:
         batch = [self._queue.popleft()]

@@ -6,6 +6,8 @@
 - pytorch flavor: the module in eval mode under `torch.no_grad()` on a numpy array, with concurrent
   requests micro-batched; the same for the torch trainer's models-from-code pyfunc (torch_pyfunc.py)
   when its input is numeric columns without a preprocessor (its network is then the whole model);
+- our trainers' models of tables with strings, booleans or gaps (a fitted preprocessor inside): the
+  table path of tables.py, which types requests as MLflow does and batches their preprocessing;
 - anything else, or a model whose native output differs from pyfunc's on its own input example:
   MLflow's scoring code itself (`mlflow.pyfunc.scoring_server.invocations`), in a worker thread.
 The per-request cost of pyfunc (schema enforcement through pandas) is what the native path avoids;
@@ -34,6 +36,7 @@ from mlops_platform.serving.batching import MicroBatcher
 from mlops_platform.serving.config import ServeConfig
 from mlops_platform.serving.errors import RequestError
 from mlops_platform.serving.parsing import CONTENT_TYPE_CSV, CONTENT_TYPE_PARQUET, media_type
+from mlops_platform.serving.tables import TableModel, check_against_pyfunc, table_model
 from mlops_platform.serving.validation import InputSpec, Validator
 
 logger = logging.getLogger(__name__)
@@ -138,7 +141,7 @@ def predictions_json(output: Any) -> bytes:
             return orjson.dumps(output.astype(np.float64, copy=False), option=orjson.OPT_SERIALIZE_NUMPY)
         if output.dtype.kind in "iub":
             return orjson.dumps(output, option=orjson.OPT_SERIALIZE_NUMPY)
-        return orjson.dumps(output.tolist())
+        return orjson.dumps(output.tolist(), option=orjson.OPT_SERIALIZE_NUMPY)
     return orjson.dumps(output)
 
 
@@ -161,6 +164,8 @@ class ServedModel:
     batcher: MicroBatcher | None = None
     _executor: ThreadPoolExecutor | None = None
     largest_call: int = 0  # most rows in one model call so far (for /health)
+    # A table model (strings, booleans, gaps) served natively: rows of JSON values, not a numeric array.
+    table: TableModel | None = None
 
     @property
     def fast(self) -> bool:
@@ -175,6 +180,8 @@ class ServedModel:
 
     def predict_array(self, array: np.ndarray) -> np.ndarray:
         """The native model's raw output for a validated array (any thread)."""
+        if self.table is not None:
+            return self.table.predict(array)
         if self.flavor == "sklearn":
             # A batch stacked from several requests comes back in row order; restore the column order.
             array = np.asarray(array, order=self.validator.order)
@@ -190,7 +197,8 @@ class ServedModel:
     async def predict_async(self, array: np.ndarray) -> np.ndarray:
         """The output for `array`, in model calls of at most `max_batch_size` rows, never on the event
         loop: a large request is split, and other requests' calls interleave with its parts."""
-        step = self.max_batch_size
+        # A table request goes to the model whole, as MLflow's: its network sums over the request's rows.
+        step = max(1, len(array)) if self.table is not None else self.max_batch_size
         chunks = [array[start : start + step] for start in range(0, len(array), step)]
         if self.batcher is not None:
             outputs = await asyncio.gather(*(self.batcher.submit(chunk) for chunk in chunks))
@@ -299,7 +307,8 @@ def load_served_model(
         raise
     served = ServedModel(identity, "pyfunc", pyfunc_model, None, local_path, max_batch_size=max_batch_size)
     try:
-        _choose_predictor(served, path, max_wait_ms)
+        if not _make_table(served, path, max_wait_ms):
+            _choose_predictor(served, path, max_wait_ms)
     except BaseException:
         served.close()
         raise
@@ -332,6 +341,33 @@ def _choose_predictor(served: ServedModel, path: str, max_wait_ms: float) -> Non
             served.predict_array, served._executor, served.max_batch_size, max_wait_ms / 1e3
         )
     _self_check(served, path)
+
+
+def _make_table(served: ServedModel, path: str, max_wait_ms: float) -> bool:
+    """Serve a table model (preprocessor inside) on the table path, when its input example is answered
+    bit for bit as pyfunc answers it, batched and alone; True when it is."""
+    table = table_model(served.pyfunc_model)
+    if table is None:
+        return False
+    served.required_columns = table.names
+    try:
+        checked = check_against_pyfunc(table, served.pyfunc_model, _input_example(served, path))
+    except Exception as error:
+        logger.warning(
+            "model %s: table path disabled, serving through pyfunc: %s", identity_of(served), error
+        )
+        return True  # the pyfunc path, with its missing-column check
+    if not checked:
+        logger.info("model %s: no usable input example; serving through pyfunc", identity_of(served))
+        return True
+    metadata = served.pyfunc_model.metadata
+    served.flavor = "sklearn" if "sklearn" in metadata.flavors else "pytorch"
+    served.table = table
+    served._executor = ThreadPoolExecutor(1, thread_name_prefix=f"{served.flavor}-table")
+    served.batcher = MicroBatcher(
+        None, served._executor, served.max_batch_size, max_wait_ms / 1e3, parts_fn=table.predict_parts
+    )
+    return True
 
 
 def _make_sklearn(served: ServedModel, spec: InputSpec) -> None:

@@ -67,14 +67,10 @@ async def score(
     `keep_inputs`: the answer will be logged, so the pyfunc path also returns the rows it scored (the
     fast path always has them: its validated array).
     """
+    if model.table is not None:
+        return await _score_table(model, body, content_type, keep_inputs)
     if not model.fast:
-        media_type(content_type)  # 415 for what MLflow would refuse too, before a thread hop
-        if model.required_columns:
-            await _maybe_in_thread(len(body) > OFFLOAD_BYTES, check_columns, model, body, content_type)
-        status, content = await run_fallback(model, body, content_type)
-        if status != 200:
-            return Answer(content, status)
-        return await _fallback_answer(model, body, content_type, content, keep_inputs)
+        return await _score_fallback(model, body, content_type, keep_inputs)
     offload = len(body) > OFFLOAD_BYTES
     parsed, array = await _maybe_in_thread(offload, validated_input, model, body, content_type)
     if parsed.params and model.takes_params:
@@ -109,6 +105,54 @@ def score_file(model_uri: str, input_path: Path, tracking_uri: str, allow_unsafe
     return answer.body.decode()
 
 
+async def _score_fallback(
+    model: ServedModel, body: bytes, content_type: str | None, keep_inputs: bool, checked: bool = False
+) -> Answer:
+    """MLflow's own answer (pyfunc path); `checked`: the columns were checked already."""
+    media_type(content_type)  # 415 for what MLflow would refuse too, before a thread hop
+    if model.required_columns and not checked:
+        await _maybe_in_thread(len(body) > OFFLOAD_BYTES, check_columns, model, body, content_type)
+    status, content = await run_fallback(model, body, content_type)
+    if status != 200:
+        return Answer(content, status)
+    return await _fallback_answer(model, body, content_type, content, keep_inputs)
+
+
+async def _score_table(
+    model: ServedModel, body: bytes, content_type: str | None, keep_inputs: bool
+) -> Answer:
+    """The table path (tables.py): requests it reads are batched through the model's preprocessing;
+    the rest, and any request the model fails on, are answered by MLflow's own code, as they would be
+    by `mlflow models serve` (its error message included)."""
+    offload = len(body) > OFFLOAD_BYTES
+    read = await _maybe_in_thread(offload, table_rows, model, body, content_type)
+    if read is None:
+        return await _score_fallback(model, body, content_type, keep_inputs, checked=True)
+    parsed, rows = read
+    try:
+        output = await model.predict_async(rows)
+    except Exception as error:
+        logger.info("table path failed on a %s-row request (%s): MLflow's code answers", len(rows), error)
+        return await _score_fallback(model, body, content_type, keep_inputs, checked=True)
+    predictions = await _maybe_in_thread(offload, model.output_json, output)
+    body = b'{"predictions": ' + predictions + b"}"
+    return Answer(body, 200, rows, output, predictions, parsed.params, columns=list(model.table.names))
+
+
+def table_rows(model: ServedModel, body: bytes, content_type: str | None) -> tuple[ParsedRequest, Any] | None:
+    """(parsed request, rows) for the table path; None for MLflow's code (what we do not parse, params
+    the signature declares); raises RequestError: 415, and 422 naming the columns a request lacks."""
+    media_type(content_type)
+    try:
+        parsed = parse_request(body, content_type)
+    except RequestError:
+        return None  # MLflow answers it as it always has (NaN literals, which it accepts, included)
+    if parsed.params and model.takes_params:
+        return None
+    rows = model.table.reader.rows(parsed)
+    return None if rows is None else (parsed, rows)
+
+
 async def _fallback_answer(
     model: ServedModel, body: bytes, content_type: str, content: bytes, keep_inputs: bool
 ) -> Answer:
@@ -116,7 +160,7 @@ async def _fallback_answer(
     be logged, the rows it scored: tables with strings and gaps are served here, and the prediction log
     and the skew report need their inputs as much as any other model's."""
     try:
-        predictions = orjson.dumps(orjson.loads(content)["predictions"])
+        predictions = _predictions_of(content)
         scored = await asyncio.to_thread(model.fallback_inputs, body, content_type) if keep_inputs else None
     except Exception as error:  # logging must never turn an answered request into an error
         logger.warning("request answered but not logged: its input could not be re-read (%s)", error)
@@ -125,6 +169,17 @@ async def _fallback_answer(
         return Answer(content, 200, predictions=predictions)
     columns, rows = scored
     return Answer(content, 200, rows, None, predictions, columns=columns)
+
+
+def _predictions_of(content: bytes) -> bytes:
+    """The predictions' JSON inside MLflow's answer `{"predictions": ...}`: cut out, not parsed again,
+    unless it holds NaN or Infinity (valid for Python's json, not in a prediction-log line)."""
+    head, tail = b'{"predictions": ', b"}"
+    if content.startswith(head) and content.endswith(tail):
+        inner = content[len(head) : -len(tail)]
+        if b"NaN" not in inner and b"Infinity" not in inner:
+            return inner
+    return orjson.dumps(orjson.loads(content)["predictions"])
 
 
 def check_columns(model: ServedModel, body: bytes, content_type: str | None) -> None:

@@ -2,10 +2,13 @@
 numbers, a boolean, an id column no model should use, string labels) trains through `mlflow run`, is
 promoted, and answers the same, to the last float, through `mlops serve`, `mlflow models serve` and
 `mlflow.pyfunc.load_model(...).predict`: rows with missing values and an unseen category included,
-named columns in any order; a request without a column is a 422 naming it."""
+named columns in any order; a request without a column is a 422 naming it. `mlops serve` answers them on
+its table path (serving/tables.py): concurrent requests are batched through the model's preprocessing,
+each answered as `mlflow models serve` answers it alone."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -46,6 +49,31 @@ def _request_rows() -> pd.DataFrame:
 def _split_body(frame: pd.DataFrame) -> str:
     records = frame.astype(object).where(frame.notna(), None)
     return json.dumps({"dataframe_split": {"columns": list(frame.columns), "data": records.values.tolist()}})
+
+
+def _records_body(frame: pd.DataFrame) -> str:
+    records = frame.astype(object).where(frame.notna(), None)
+    return json.dumps({"dataframe_records": records.to_dict(orient="records")})
+
+
+def _batched_alone(uri: str, tracking_uri: str, rows: pd.DataFrame) -> tuple[list, int]:
+    """Each row sent as its own request, all at once, to the table path in-process: the answers, and
+    the most rows one model call took (the requests were queued together, so one batch took them)."""
+    from mlops_platform.serving.predictors import load_served_model
+    from mlops_platform.serving.scoring import score
+
+    model = load_served_model(uri, tracking_uri)
+    try:
+        assert model.table is not None and model.batcher is not None, model.flavor
+
+        async def send() -> list:
+            bodies = [_split_body(rows.iloc[[i]]).encode() for i in range(len(rows))]
+            return await asyncio.gather(*(score(model, body, "application/json") for body in bodies))
+
+        answers = asyncio.run(send())
+        return [json.loads(answer.body)["predictions"][0] for answer in answers], model.batcher.largest
+    finally:
+        model.close()
 
 
 def _env(tracking_uri: str, home: Path) -> dict[str, str]:
@@ -113,16 +141,22 @@ def test_a_real_table_trains_serves_and_answers_alike_everywhere_for_both_traine
     body = _split_body(rows)
     reordered = _split_body(rows[list(reversed(rows.columns))])
     without_region = _split_body(rows.drop(columns=["region"]))
+    records = _records_body(rows)
     for entry, uri in models.items():
-        expected = mlflow.pyfunc.load_model(uri).predict(rows)
-        expected = np.asarray(expected).tolist()  # float32 -> the float64 values MLflow's server writes
+        pyfunc = mlflow.pyfunc.load_model(uri)
+        expected = np.asarray(pyfunc.predict(rows)).tolist()  # float32 -> the float64 MLflow writes
+        # Each row alone, as `mlflow models serve` answers a one-row request (a network's float sums
+        # depend on how many rows it multiplies at once).
+        alone = [np.asarray(pyfunc.predict(rows.iloc[[i]])).tolist()[0] for i in range(len(rows))]
         predictions_log = tmp_path / f"{entry}-predictions.jsonl"
         ours = ServerProcess(
             uri, sqlite_server.url, tmp_path / f"{entry}-ours.log", "--log-predictions", str(predictions_log)
         ).wait_ready()
         theirs, url = _mlflow_serve(uri, sqlite_server.url, tmp_path / f"{entry}-mlflow.log")
         try:
-            for request in (body, reordered):
+            # Served natively (the table path), not through MLflow's pyfunc code.
+            assert ours.get("/health").json()["flavor"] != "pyfunc", entry
+            for request in (body, reordered, records):
                 answer = ours.post(request)
                 assert answer.status_code == 200, (entry, answer.text)
                 assert answer.json()["predictions"] == expected, entry
@@ -134,15 +168,28 @@ def test_a_real_table_trains_serves_and_answers_alike_everywhere_for_both_traine
                 )
                 assert answer.status_code == 200, (entry, answer.text)
                 assert answer.json()["predictions"] == expected, entry
+            for i in range(len(rows)):
+                answer = requests.post(
+                    f"{url}/invocations",
+                    data=_split_body(rows.iloc[[i]]),
+                    headers={"Content-Type": "application/json"},
+                    timeout=60,
+                )
+                assert answer.json()["predictions"] == [alone[i]], (entry, i)
             refused = ours.post(without_region)
             assert refused.status_code == 422 and "region" in refused.json()["message"], refused.text
+            assert ours.get("/health").json()["batched_rows"] == 3 * len(rows), entry
         finally:
             _stop(theirs)
             ours.stop()
+        # Concurrent one-row requests share one model call, each answered as if alone.
+        answers, largest = _batched_alone(uri, sqlite_server.url, rows)
+        assert answers == alone, entry
+        assert largest == len(rows), largest
         # Answered on MLflow's pyfunc path (strings and gaps), yet logged like any other answer: the
         # rows as the model saw them, by name, gaps as null, and the predictions the client got.
         lines = [json.loads(line) for line in predictions_log.read_text().splitlines()]
-        assert len(lines) == 2, lines  # the two answered requests; the refused one is not a prediction
+        assert len(lines) == 3, lines  # the three answered requests; the refused one is not a prediction
         sent = rows.astype(object).where(rows.notna(), None)
         for line in lines:
             assert line["predictions"] == expected
