@@ -126,8 +126,8 @@ async def _score_table(
     by `mlflow models serve` (its error message included)."""
     offload = len(body) > OFFLOAD_BYTES
     read = await _maybe_in_thread(offload, table_rows, model, body, content_type)
-    if read is None:
-        return await _score_fallback(model, body, content_type, keep_inputs, checked=True)
+    if read is None:  # CSV and Parquet too: their missing columns are named by check_columns
+        return await _score_fallback(model, body, content_type, keep_inputs)
     parsed, rows = read
     try:
         output = await model.predict_async(rows)
