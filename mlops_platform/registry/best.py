@@ -12,16 +12,18 @@ and drops runs without the metric before they reach us.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from mlops_platform.registry.search import (
+    MAX_PAGE_SIZE,
     RunRecord,
     SearchError,
     client_for,
     combine_filters,
     is_not_found,
+    iter_pages,
     iter_runs,
     resolve_experiment_ids,
     status_clause,
@@ -75,6 +77,14 @@ def resolve_mode(metric: str, mode: str | None) -> Mode:
     if direction is None:
         raise SearchError(f"metric {metric!r} has no known direction: pass mode='max' or mode='min'")
     return direction  # type: ignore[return-value]
+
+
+def filter_number(value: float) -> str:
+    """`value` as a number MLflow's filter parser takes (no exponent) that parses back to `value`."""
+    from decimal import Decimal
+
+    text = repr(float(value))
+    return format(Decimal(text), "f") if "e" in text or "E" in text else text
 
 
 def metric_key(metric: str) -> str:
@@ -134,6 +144,40 @@ def iter_ranked(
             yield record
 
 
+def ranked_here(records: Iterable[RunRecord], metric: str, mode: Mode) -> list[RunRecord]:
+    """`records` that have the metric, in the ranked search's order (value, then start time with
+    runs without one last, then run id), sorted here instead of by the server."""
+    sign = -1.0 if mode == "max" else 1.0
+    kept = [record for record in records if record.metric(metric) is not None]
+    return sorted(
+        kept,
+        key=lambda r: (sign * r.metric(metric), r.start_time is None, r.start_time or 0, r.run_id),  # type: ignore[operator]
+    )
+
+
+def few_ranked(
+    client: MlflowClient,
+    experiment_ids: list[str],
+    metric: str,
+    mode: Mode,
+    filter_string: str,
+    limit: int = MAX_PAGE_SIZE,
+) -> list[RunRecord] | None:
+    """The FINISHED runs matching `filter_string` best first, when they fit in one page of `limit`;
+    None when there are more.
+
+    For a filter that bounds the metric (promote_best's runs that reach the champion): a search ordered
+    by a metric makes MLflow join and sort every run of the experiment that has it, while ordered by
+    start time the server only reads the runs that match (100,000 runs, load average 6-8: SQLite 1.8 s
+    against 0.3 s, PostgreSQL 0.19 s against 0.08 s), so the few are ranked here.
+    """
+    filter_ = combine_filters(status_clause("FINISHED"), filter_string)
+    page = next(iter_pages(client, experiment_ids, filter_, ["attributes.start_time ASC"], limit))
+    if page.token:
+        return None
+    return ranked_here((RunRecord.from_run(run) for run in page), metric, mode)
+
+
 def find_best_run(
     experiment: str | Sequence[str],
     metric: str,
@@ -175,11 +219,15 @@ def best_in(
     exclude_model_ids: frozenset[str] = frozenset(),
     label: str | Sequence[str] | None = None,
     known_ready: set[str] | None = None,
+    candidates: Iterable[RunRecord] | None = None,
 ) -> BestRun:
     """find_best_run on resolved experiment ids; runs whose model is in `exclude_model_ids` are skipped
-    (promote_best passes the models that were rolled back). `label` names the experiment in errors."""
+    (promote_best passes the models that were rolled back). `label` names the experiment in errors.
+    `candidates`: the ranked runs to pick from (few_ranked), instead of the ranked search."""
     skipped_without_model = skipped_excluded = 0
-    for record in iter_ranked(client, experiment_ids, metric, mode, filter_string, page_size):
+    if candidates is None:
+        candidates = iter_ranked(client, experiment_ids, metric, mode, filter_string, page_size)
+    for record in candidates:
         model_id = ready_model_id(client, record, known_ready)
         if model_id is None:
             skipped_without_model += 1

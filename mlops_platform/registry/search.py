@@ -206,6 +206,19 @@ def iter_runs(
     page_size: int = MAX_PAGE_SIZE,
 ) -> Iterator[Run]:
     """Every matching run, page by page, following page tokens until the server has no more."""
+    for page in iter_pages(client, experiment_ids, filter_string, order_by, page_size):
+        yield from page
+
+
+def iter_pages(
+    client: MlflowClient,
+    experiment_ids: list[str],
+    filter_string: str = "",
+    order_by: Sequence[str] | None = None,
+    page_size: int = MAX_PAGE_SIZE,
+) -> Iterator[Any]:
+    """The search's pages (PagedList of Run, `.token` set while there are more); bad filters are a
+    SearchError."""
     token = None
     while True:
         try:
@@ -223,7 +236,7 @@ def iter_runs(
                     f"invalid search (filter {filter_string!r}, order {order}): {error.message}"
                 ) from None
             raise
-        yield from page
+        yield page
         token = page.token
         if not token:
             return

@@ -76,3 +76,25 @@ def test_top_runs_ranks_finished_runs_with_the_metric(population) -> None:
     assert [r.run_id for r in lr] == population.ranked[0:6:2]
     with pytest.raises(SearchError, match="invalid limit=0"):
         top_runs(population.experiment_id, "val_acc", 0, "max", tracking_uri=population.tracking_uri)
+
+
+def test_few_ranked_ranks_like_the_server(population) -> None:
+    """promote_best ranks the runs that reach its champion itself (one page, ordered by start time);
+    its order must be the server's, ties (the three 0.95 runs) and both directions included."""
+    from mlflow import MlflowClient
+
+    from mlops_platform.registry.best import LOWEST_FLOAT, few_ranked, iter_ranked
+
+    client = MlflowClient(population.tracking_uri)
+    ids = [population.experiment_id]
+    for metric, mode in (("val_acc", "max"), ("val_acc", "min"), ("val_loss", "min")):
+        everything = f"metrics.`{metric}` >= {LOWEST_FLOAT}"
+        ours = few_ranked(client, ids, metric, mode, everything)
+        server = list(iter_ranked(client, ids, metric, mode, page_size=7))
+        assert [r.run_id for r in ours] == [r.run_id for r in server]
+        assert population.nan_metric not in {r.run_id for r in ours}
+        assert not set(population.failed) & {r.run_id for r in ours}
+    reaching = few_ranked(client, ids, "val_acc", "max", "metrics.val_acc >= 0.68")
+    assert [r.metric("val_acc") for r in reaching] == [0.95, 0.95, 0.95, 0.69, 0.68]
+    # More runs than one page: None, and the caller falls back to the ranked search.
+    assert few_ranked(client, ids, "val_acc", "max", f"metrics.val_acc >= {LOWEST_FLOAT}", limit=5) is None
