@@ -8,6 +8,8 @@ Modules, in the order a request meets them:
 - `predictors`: the native model (sklearn pipeline, torch module) on that array; pyfunc fallback.
 - `batching`: dynamic micro-batching of concurrent requests for torch models.
 - `reload`: which model is served now, and following a registry alias to the next one.
+- `challenger`: shadow and canary routing, per-version statistics, the canary guard.
+- `shadow`, `shadow_worker`: shadow copies scored in a process of their own at the lowest CPU priority.
 - `prediction_log`: served inputs and outputs as JSON lines, for training-serving skew checks.
 - `app`: the ASGI app (starlette) and `serve()` (uvicorn).
 

@@ -34,7 +34,8 @@ from mlops_platform.serving.errors import RequestError
 from mlops_platform.serving.prediction_log import PredictionLog
 from mlops_platform.serving.predictors import ModelIdentity, ServedModel, load_served_model
 from mlops_platform.serving.reload import ModelSlot
-from mlops_platform.serving.scoring import Answer, predict, score
+from mlops_platform.serving.scoring import Answer, score
+from mlops_platform.serving.shadow import ShadowJob, ShadowWorker
 
 logger = logging.getLogger("mlops_platform.serving")
 
@@ -85,17 +86,17 @@ class ScoringService:
         self.tracking_uri = tracking_uri
         self.champion = ModelSlot.open(config.model_uri, tracking_uri, config.reload_interval, self.load)
         self.challenger: ModelSlot | None = None
+        self.shadow = ShadowWorker(config.shadow_queue, self.shadow_settings)
         if config.challenger:
             try:
                 self.challenger = ModelSlot.open(
-                    config.challenger, tracking_uri, config.reload_interval, self.load
+                    config.challenger, tracking_uri, config.reload_interval, self.load_challenger
                 )
             except BaseException:
                 self.champion.current.close()
                 raise
         self.stats = {ab.CHAMPION: ab.VersionStats(), ab.CHALLENGER: ab.VersionStats()}
         self.agreement = ab.Agreement()
-        self.shadow = ab.ShadowQueue(config.shadow_queue)
         self.guard = ab.CanaryGuard(config.guard_error_rate, config.guard_window)
         self.prediction_log = (
             PredictionLog(
@@ -125,6 +126,22 @@ class ScoringService:
             identity=identity,
             allow_unsafe=self.config.allow_unsafe_models,
         )
+
+    def load_challenger(self, model_uri: str, identity: ModelIdentity | None = None) -> ServedModel:
+        model = self.load(model_uri, identity)
+        if self.config.mode == ab.SHADOW:
+            self.shadow.preload(model.identity)  # the shadow worker loads its own copy, now
+        return model
+
+    def shadow_settings(self) -> dict[str, Any]:
+        """What the shadow worker needs to load the challenger the way this process does."""
+        return {
+            "identity": self.challenger.current.identity,
+            "tracking_uri": self.tracking_uri,
+            "max_batch_size": self.config.max_batch_size,
+            "max_wait_ms": self.config.max_wait_ms,
+            "allow_unsafe": self.config.allow_unsafe_models,
+        }
 
     # Routes.
 
@@ -158,7 +175,7 @@ class ScoringService:
     async def champion_answer(
         self, request_id: str, body: bytes, content_type: str | None, extra: dict[str, Any] | None = None
     ) -> Response:
-        """The champion answers (with a shadow copy queued for the challenger in shadow mode)."""
+        """The champion answers (with a shadow copy sent to the challenger in shadow mode)."""
         model = self.champion.current
         started = time.perf_counter()
         with self.shadow.champion_busy():
@@ -170,17 +187,20 @@ class ScoringService:
         latency = time.perf_counter() - started
         self.stats[ab.CHAMPION].observe(latency, answer.status == 200)
         self.served += answer.status == 200
-        extra = {
+        if self.config.mode == ab.SHADOW and answer.status == 200:
+            self.queue_shadow(request_id, model, answer, body, content_type, latency, extra)
+        elif self.prediction_log is not None:
+            self.log_answer(request_id, model, answer, self.champion_extra(latency, extra))
+        return self.answered(answer, request_id, model, ab.CHAMPION)
+
+    def champion_extra(self, latency: float, extra: dict[str, Any] | None) -> dict[str, Any]:
+        """The champion's fields of a prediction-log line (built only when there is a log)."""
+        return {
             "role": ab.CHAMPION,
             "mode": self.config.mode,
             "latency_ms": round(latency * 1e3, 3),
             **(extra or {}),
         }
-        if self.config.mode == ab.SHADOW and answer.status == 200:
-            self.queue_shadow(request_id, model, answer, body, content_type, extra)
-        else:
-            self.log_answer(request_id, model, answer, extra)
-        return self.answered(answer, request_id, model, ab.CHAMPION)
 
     async def canary(self, request_id: str, body: bytes, content_type: str | None) -> Response:
         """The challenger answers; if it fails where the champion does not, the champion answers and the
@@ -221,47 +241,59 @@ class ScoringService:
         answer: Answer,
         body: bytes,
         content_type: str | None,
-        extra: dict[str, Any],
+        latency: float,
+        extra: dict[str, Any] | None,
     ) -> None:
         challenger = self.challenger.current
+        logged = self.prediction_log is not None
         if self.shadow.full():  # shed at once: no work, and a log line only when there is a log
             self.shadow.shed += 1
-            if self.prediction_log is not None:
+            if logged:
                 shed = {"model_version": challenger.identity.version, "shed": True}
-                self.log_answer(request_id, champion, answer, {**extra, "shadow": shed})
+                self.log_answer(
+                    request_id, champion, answer, {**self.champion_extra(latency, extra), "shadow": shed}
+                )
             return
+        reuse = answer.output is not None and same_input(champion, challenger)
+        message = {
+            "identity": challenger.identity,
+            # Same signature: the champion's validated array is the challenger's input too.
+            "array": answer.inputs if reuse else None,
+            "body": None if reuse else body,
+            "content_type": content_type,
+            "ours_output": None if champion.records_output else answer.output,
+            "ours_predictions": answer.predictions,
+            "keep": logged,
+        }
 
-        async def run() -> None:
-            started = time.perf_counter()
-            try:
-                if same_input(champion, challenger) and answer.output is not None:
-                    # Same signature: the champion's validated array is the challenger's input too.
-                    theirs = await reuse_input(challenger, answer)
-                else:
-                    theirs = await score(challenger, body, content_type)
-                failure = None if theirs.status == 200 else theirs.body.decode(errors="replace")[:300]
-            except RequestError as error:
-                theirs, failure = None, error.message[:300]
-            latency = time.perf_counter() - started
-            self.stats[ab.CHALLENGER].observe(latency, failure is None)
-            shadow: dict[str, Any] = {
-                "model_version": challenger.identity.version,
-                "latency_ms": round(latency * 1e3, 3),
-            }
+        def finish(result: dict[str, Any]) -> None:
+            failure = result["error"]
+            self.stats[ab.CHALLENGER].observe(result["latency_s"], failure is None)
             if failure is None:
-                if answer.output is not None and theirs.output is not None and not champion.records_output:
-                    self.agreement.observe(answer.output, theirs.output)
-                elif answer.predictions is not None and theirs.predictions is not None:
-                    self.agreement.observe(orjson.loads(answer.predictions), orjson.loads(theirs.predictions))
+                self.agreement.add(result["rows"], result["agreed"])
+            if not logged:
+                return
+            shadow: dict[str, Any] = {
+                "model_version": result["version"],
+                "latency_ms": round(result["latency_s"] * 1e3, 3),
+            }
+            theirs = None
+            if failure is None:
+                theirs = Answer(b"", 200, None, result["output"], result["predictions"])
             else:
                 shadow["error"] = failure
-            self.log_answer(request_id, champion, answer, {**extra, "shadow": shadow}, (challenger, theirs))
+            line = {**self.champion_extra(latency, extra), "shadow": shadow}
+            self.log_answer(request_id, champion, answer, line, (challenger, theirs))
 
         def shed() -> None:
-            shadow = {"model_version": challenger.identity.version, "shed": True}
-            self.log_answer(request_id, champion, answer, {**extra, "shadow": shadow})
+            if logged:
+                shadow = {"model_version": challenger.identity.version, "shed": True}
+                self.log_answer(
+                    request_id, champion, answer, {**self.champion_extra(latency, extra), "shadow": shadow}
+                )
 
-        self.shadow.offer(ab.ShadowJob(time.monotonic(), run, shed))
+        size = len(body) if answer.inputs is None else max(len(body), answer.inputs.nbytes)
+        self.shadow.offer(ShadowJob(message, size, finish, shed))
 
     @staticmethod
     def answered(answer: Answer, request_id: str, model: ServedModel, role: str) -> Response:
@@ -369,7 +401,7 @@ class ScoringService:
         if self.challenger is not None:
             self.challenger.start()
             if self.config.mode == ab.SHADOW:
-                self.shadow.start()
+                await self.shadow.start()
         if self.prediction_log is not None:
             self.prediction_log.start()
         model = self.champion.current
@@ -409,13 +441,6 @@ def same_input(champion: ServedModel, challenger: ServedModel) -> bool:
         and ours.dtype == theirs.dtype
         and ours.order == theirs.order
     )
-
-
-async def reuse_input(challenger: ServedModel, champion_answer: Answer) -> Answer:
-    """The challenger's answer on the champion's validated input: no second parse or validation."""
-    output = await predict(challenger, champion_answer.inputs)
-    predictions = challenger.output_json(output)
-    return Answer(b"", 200, champion_answer.inputs, output, predictions, champion_answer.params)
 
 
 def describe_model(model: ServedModel) -> dict[str, Any]:

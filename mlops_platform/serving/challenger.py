@@ -1,10 +1,10 @@
 """A challenger beside the champion: shadow scoring and canary routing, with per-version statistics.
 
-- Shadow: the champion answers every request; a copy of the request is queued for the challenger and
-  scored after the answer is sent. Shadow work has the lowest priority: a copy is accepted only while no
-  other champion request is in flight, it runs only while none is, the queue is bounded, and what does
-  not fit (or waits longer than `SHADOW_MAX_AGE_S`) is shed and counted. A mirrored answer never
-  reaches a client.
+- Shadow: the champion answers every request; a copy of the request goes to the challenger, which
+  scores it in a process of its own at the lowest CPU priority (shadow.py, shadow_worker.py). A copy is
+  accepted only while no other champion request is in flight and fewer than `--shadow-queue` copies
+  await their result; what does not fit (or waits too long for CPU) is shed and counted. A mirrored
+  answer never reaches a client.
 - Canary: `percent`% of requests are answered by the challenger, chosen by a hash of the
   `sticky_header` value when the request has one (one user, one model) and at random otherwise. A
   request the challenger fails on but the champion answers is answered by the champion and counts as a
@@ -16,15 +16,10 @@ Agreement compares the two models' predictions row by row (the arg-max for proba
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import logging
 import random
-import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,8 +30,6 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 SHADOW = "shadow"
 CANARY = "canary"
-# A shadow copy older than this is dropped (counted as shed): its comparison would describe old traffic.
-SHADOW_MAX_AGE_S = 5.0
 _LATENCY_WINDOW = 4096
 
 
@@ -75,12 +68,11 @@ class Agreement:
         self.agreed = 0
 
     def observe(self, champion: Any, challenger: Any) -> None:
-        ours, theirs = _labels(champion), _labels(challenger)
-        if ours.shape != theirs.shape:
-            self.rows += len(ours)
-            return
-        self.rows += len(ours)
-        self.agreed += int((ours == theirs).sum())
+        self.add(*agreement_counts(champion, challenger))
+
+    def add(self, rows: int, agreed: int) -> None:
+        self.rows += rows
+        self.agreed += agreed
 
     def report(self) -> dict[str, Any]:
         return {
@@ -88,6 +80,15 @@ class Agreement:
             "agreed": self.agreed,
             "rate": self.agreed / self.rows if self.rows else None,
         }
+
+
+def agreement_counts(champion: Any, challenger: Any) -> tuple[int, int]:
+    """(rows compared, rows where both models give the same label); outputs of different shapes agree
+    nowhere."""
+    ours, theirs = _labels(champion), _labels(challenger)
+    if ours.shape != theirs.shape:
+        return len(ours), 0
+    return len(ours), int((ours == theirs).sum())
 
 
 def _labels(predictions: Any) -> np.ndarray:
@@ -139,91 +140,3 @@ def canary_bucket(sticky_value: str | None, percent: float) -> bool:
         return random.random() * 100 < percent
     digest = hashlib.blake2b(sticky_value.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % 10_000 < percent * 100
-
-
-@dataclass
-class ShadowJob:
-    """A request the champion answered, waiting for the challenger's copy."""
-
-    queued_at: float
-    run: Callable[[], Awaitable[None]]
-    shed: Callable[[], None]
-
-
-class ShadowQueue:
-    """Bounded, lowest-priority queue of shadow work: runs only while the champion is idle."""
-
-    def __init__(self, capacity: int):
-        self._queue: asyncio.Queue[ShadowJob] = asyncio.Queue(capacity)
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._in_flight = 0
-        self._task: asyncio.Task | None = None
-        self.queued = 0
-        self.shed = 0
-        self.scored = 0
-
-    @contextlib.contextmanager
-    def champion_busy(self):
-        """Mark a champion request in flight for its whole duration."""
-        self._in_flight += 1
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
-
-    def full(self) -> bool:
-        """No room for another copy: the queue is full, or champion requests are in flight (under load
-        the champion keeps the whole machine; shadow work takes only idle time)."""
-        return self._in_flight > 0 or self._queue.full()
-
-    def offer(self, job: ShadowJob) -> None:
-        try:
-            self._queue.put_nowait(job)
-            self.queued += 1
-        except asyncio.QueueFull:
-            self.shed += 1
-            job.shed()
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._work())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        while not self._queue.empty():  # what never ran is shed, so every request keeps its log line
-            self.shed += 1
-            self._queue.get_nowait().shed()
-
-    async def _work(self) -> None:
-        while True:
-            job = await self._queue.get()
-            # Lowest priority: wait until no champion request is in flight, and stays so for one more
-            # turn of the event loop (requests already on the wire get read in that turn).
-            while True:
-                await self._idle.wait()
-                await asyncio.sleep(0)
-                if self._idle.is_set():
-                    break
-            if time.monotonic() - job.queued_at > SHADOW_MAX_AGE_S:
-                self.shed += 1
-                job.shed()
-                continue
-            try:
-                await job.run()
-                self.scored += 1
-            except Exception as error:  # shadow work must never take serving down
-                logger.warning("shadow scoring failed: %s", error)
-
-    def report(self) -> dict[str, Any]:
-        return {
-            "queued": self.queued,
-            "scored": self.scored,
-            "shed": self.shed,
-            "waiting": self._queue.qsize(),
-        }

@@ -5,9 +5,12 @@ answers, headers, prediction log, /health, alias moves of the challenger, the ca
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import uuid
 
+import psutil
 import pytest
 import requests
 from click.testing import CliRunner
@@ -155,6 +158,72 @@ def test_shadow_scores_every_request_off_the_response_path_and_reports(versions,
     run = client.get_run(summary["mlflow_run_id"])
     assert run.data.tags["mlops.serve_report.champion_version"] == versions["v1"]
     assert run.data.metrics["agreement_rate"] == pytest.approx(summary["agreement"]["rate"])
+
+
+def test_shadow_worker_is_a_nice_process_whose_crash_only_sheds_copies(versions, tmp_path):
+    uri, name = versions["uri"], versions["name"]
+    _set_alias(uri, name, "challenger", versions["v3"])
+    log_path = tmp_path / "predictions.jsonl"
+    server = ServerProcess(
+        f"models:/{name}@champion",
+        uri,
+        tmp_path / "serve.log",
+        "--challenger",
+        f"models:/{name}@challenger",
+        "--mode",
+        "shadow",
+        "--log-predictions",
+        str(log_path),
+    ).wait_ready()
+    x, _ = digits_frame()
+    sent: list[str] = []
+
+    def send(count: int) -> None:
+        for i in range(count):
+            rows = x.iloc[i * 2 : i * 2 + 2]
+            response = server.post({"dataframe_split": rows.to_dict(orient="split")})
+            assert response.status_code == 200 and response.headers["X-Model-Role"] == "champion"
+            sent.append(response.headers["X-Request-Id"])
+
+    def shadow() -> dict:
+        return server.get("/health").json()["shadow"]
+
+    def settled() -> dict | bool:
+        report = shadow()
+        return report["scored"] + report["shed"] == len(sent) and report["waiting"] == 0 and report
+
+    try:
+        # The challenger scores in a process of its own, a child of the server, at nice 19.
+        worker = shadow()["worker"]
+        assert worker["ready"] and worker["priority"] == "nice 19" and worker["restarts"] == 0
+        first = psutil.Process(worker["pid"])
+        assert first.ppid() == server.process.pid and first.nice() == 19
+        send(10)
+        assert _wait(settled, server, "shadow copies not settled")["scored"] > 0
+
+        # The worker dies: serving goes on, copies are shed and counted while no worker is up.
+        os.kill(first.pid, signal.SIGKILL)
+        _wait(lambda: not shadow()["worker"]["ready"], server, "the worker's death went unnoticed")
+        shed_before = shadow()["shed"]
+        send(5)
+        assert shadow()["shed"] >= shed_before + 5
+        # A new worker takes over and scores again.
+        worker = _wait(lambda: (w := shadow()["worker"])["ready"] and w, server, "no new shadow worker")
+        assert worker["restarts"] == 1 and worker["pid"] != first.pid
+        assert worker["last_exit"] == "killed by SIGKILL"
+        assert "shadow worker gone (killed by SIGKILL)" in server.log_text()
+        scored_before = shadow()["scored"]
+        send(10)
+        assert _wait(settled, server, "shadow copies not settled after the restart")["scored"] > scored_before
+        second = psutil.Process(worker["pid"])
+    finally:
+        server.stop()
+    # Every request kept its prediction-log line (shed copies marked shed), and the server's shutdown
+    # took its worker with it.
+    lines = {line["request_id"]: line for line in _log_lines(log_path)}
+    assert set(sent) <= set(lines) and len(sent) == 25
+    assert sum(bool(lines[r]["shadow"].get("shed")) for r in sent) >= 5
+    assert not second.is_running() or second.status() == psutil.STATUS_ZOMBIE
 
 
 def test_canary_routes_sticky_users_names_the_version_and_the_guard_stops_a_failing_challenger(

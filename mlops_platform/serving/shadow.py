@@ -1,0 +1,253 @@
+"""Shadow work, the serving process's side: copies go to a worker process (shadow_worker.py), results
+come back to the prediction log and /health.
+
+The champion never waits for any of it. A copy is accepted only while no other champion request is in
+flight (under load the champion keeps the machine), while the worker is up, and while fewer than
+`capacity` copies await their result; anything else is shed and counted. Sending a copy is one pickle
+and one non-blocking pipe write (a large one is pickled in a thread); results arrive in bursts and cost
+the champion a dictionary update each. The worker runs at nice 19, so it takes CPU the champion does
+not need. A worker that dies takes only its copies with it: they are shed, and a new worker starts
+after a delay that doubles with each consecutive failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import pickle
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mlops_platform.serving.shadow_worker import HEADER, encode
+
+logger = logging.getLogger("mlops_platform.serving")
+
+# Copies bigger than this are pickled in a thread, not on the event loop.
+OFFLOAD_BYTES = 256 * 1024
+# At most this many bytes of copies wait in the pipe's user-space buffer (a starved worker reads none).
+MAX_BUFFERED_BYTES = 32 * 1024 * 1024
+START_TIMEOUT_S = 180.0
+STOP_TIMEOUT_S = 3.0
+RESTART_DELAY_S = 1.0
+MAX_RESTART_DELAY_S = 60.0
+
+
+@dataclass
+class ShadowJob:
+    """A request the champion answered, on its way to the challenger."""
+
+    message: dict[str, Any]  # what the worker needs (shadow_worker's job, without its id)
+    size: int  # bytes of the request's payload: big ones are pickled off the event loop
+    finish: Callable[[dict[str, Any]], None]  # the worker's result
+    shed: Callable[[], None]  # never scored
+
+
+class ShadowWorker:
+    """Bounded, lowest-priority shadow scoring in a process of its own."""
+
+    def __init__(self, capacity: int, settings: Callable[[], dict[str, Any]]):
+        self.capacity = capacity
+        self._settings = settings  # the worker's init message, built at each (re)start
+        self._in_flight = 0
+        self._pending: dict[int, ShadowJob] = {}
+        self._next_id = 0
+        self._process: asyncio.subprocess.Process | None = None
+        self._ready = False
+        self._stopping = False
+        self._reader: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.priority: str | None = None
+        self.queued = 0
+        self.scored = 0
+        self.shed = 0
+        self.restarts = 0
+        self._failures = 0  # consecutive worker exits without a result in between
+        self.last_exit: str | None = None
+
+    @contextlib.contextmanager
+    def champion_busy(self):
+        """Mark a champion request in flight for its whole duration."""
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+
+    def full(self) -> bool:
+        """No room for another copy: champion requests in flight, no worker ready, or the worker has
+        `capacity` copies (or MAX_BUFFERED_BYTES) not yet answered."""
+        return (
+            self._in_flight > 0
+            or not self._ready
+            or len(self._pending) >= self.capacity
+            or self._process.stdin.transport.get_write_buffer_size() > MAX_BUFFERED_BYTES
+        )
+
+    def offer(self, job: ShadowJob) -> None:
+        """Send a copy (the caller checked `full()`)."""
+        job_id = self._next_id
+        self._next_id += 1
+        self._pending[job_id] = job
+        self.queued += 1
+        message = {"id": job_id, "queued_at": time.monotonic(), **job.message}
+        if job.size > OFFLOAD_BYTES:
+            self._spawn(self._send_large(message))
+        else:
+            self._process.stdin.write(encode(message))
+
+    def preload(self, identity: Any) -> None:
+        """The challenger's alias moved (called from the loader's thread): the worker loads the new
+        version now, not when the next copy names it."""
+        if self._loop is not None and not self._stopping:
+            self._loop.call_soon_threadsafe(self._send_load, identity)
+
+    def _send_load(self, identity: Any) -> None:
+        if self._ready:
+            self._process.stdin.write(encode({"load": identity}))
+
+    async def _send_large(self, message: dict[str, Any]) -> None:
+        frame = await asyncio.to_thread(encode, message)
+        if self._ready and message["id"] in self._pending:
+            self._process.stdin.write(frame)
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # The worker's life.
+
+    async def start(self) -> None:
+        """Start the worker and wait until it has loaded the challenger (at most START_TIMEOUT_S:
+        serving does not wait longer for its shadow, whose copies are shed meanwhile)."""
+        self._loop = asyncio.get_running_loop()
+        ready = self._loop.create_future()
+        self._reader = self._loop.create_task(self._run(ready))
+        try:
+            await asyncio.wait_for(asyncio.shield(ready), START_TIMEOUT_S)
+        except TimeoutError:
+            logger.warning(
+                "shadow worker not ready after %.0f s; shadow copies are shed until it is", START_TIMEOUT_S
+            )
+
+    async def _run(self, first_ready: asyncio.Future) -> None:
+        """Start the worker, read its results until it exits, start another; until stop()."""
+        while not self._stopping:
+            try:
+                await self._serve_one(first_ready)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # a worker that cannot start must not stop serving
+                self.last_exit = f"could not start: {error}"[:500]
+                logger.warning("shadow worker could not start: %s", error)
+            self._drop_pending()
+            if not first_ready.done():
+                first_ready.set_result(None)
+            if self._stopping:
+                return
+            self._failures += 1
+            self.restarts += 1
+            delay = min(RESTART_DELAY_S * 2 ** (self._failures - 1), MAX_RESTART_DELAY_S)
+            logger.warning(
+                "shadow worker gone (%s), its copies shed; next one in %.0f s", self.last_exit, delay
+            )
+            await asyncio.sleep(delay)
+
+    async def _serve_one(self, first_ready: asyncio.Future) -> None:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "mlops_platform.serving.shadow_worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        self._process = process
+        try:
+            process.stdin.write(encode({"init": self._settings()}))
+            while True:
+                try:
+                    header = await process.stdout.readexactly(HEADER.size)
+                    message = pickle.loads(await process.stdout.readexactly(HEADER.unpack(header)[0]))
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    break
+                if isinstance(message, list):
+                    self._results(message)
+                elif "ready" in message:
+                    self._ready = True
+                    self.priority = message["priority"]
+                    logger.info("shadow worker ready on pid %d (%s)", message["ready"], self.priority)
+                    if not first_ready.done():
+                        first_ready.set_result(None)
+        finally:
+            self._ready = False
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+            code = await process.wait()
+            self.last_exit = f"exit code {code}" if code >= 0 else f"killed by {signal.Signals(-code).name}"
+
+    def _results(self, results: list[dict[str, Any]]) -> None:
+        self._failures = 0
+        for result in results:
+            job = self._pending.pop(result["id"], None)
+            if job is None:
+                continue
+            if "shed" in result:
+                self.shed += 1
+                job.shed()
+            else:
+                self.scored += 1
+                try:
+                    job.finish(result)
+                except Exception as error:  # bookkeeping must never take serving down
+                    logger.warning("shadow result not recorded: %s", error)
+
+    def _drop_pending(self) -> None:
+        """Copies the worker never answered are shed, so every request keeps its log line."""
+        pending, self._pending = self._pending, {}
+        for job in pending.values():
+            self.shed += 1
+            job.shed()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        process = self._process
+        if process is not None and process.returncode is None:
+            process.stdin.close()  # the worker exits at its next read; a busy one is killed
+            try:
+                await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+        if self._reader is not None:
+            try:
+                await asyncio.wait_for(self._reader, STOP_TIMEOUT_S)
+            except TimeoutError:
+                self._reader.cancel()
+            except asyncio.CancelledError:
+                pass
+        for task in list(self._tasks):
+            task.cancel()
+        self._drop_pending()
+
+    def report(self) -> dict[str, Any]:
+        process = self._process
+        return {
+            "queued": self.queued,
+            "scored": self.scored,
+            "shed": self.shed,
+            "waiting": len(self._pending),
+            "worker": {
+                "pid": process.pid if process is not None and process.returncode is None else None,
+                "ready": self._ready,
+                "priority": self.priority,
+                "restarts": self.restarts,
+                "last_exit": self.last_exit,
+            },
+        }
