@@ -36,6 +36,7 @@ from mlops_platform.serving.predictors import ModelIdentity, ServedModel, load_s
 from mlops_platform.serving.reload import ModelSlot
 from mlops_platform.serving.scoring import Answer, score
 from mlops_platform.serving.shadow import ShadowJob, ShadowWorker
+from mlops_platform.serving.shadow_worker import pack
 
 logger = logging.getLogger("mlops_platform.serving")
 
@@ -258,10 +259,10 @@ class ScoringService:
         message = {
             "identity": challenger.identity,
             # Same signature: the champion's validated array is the challenger's input too.
-            "array": answer.inputs if reuse else None,
+            "array": pack(answer.inputs) if reuse else None,
             "body": None if reuse else body,
             "content_type": content_type,
-            "ours_output": None if champion.records_output else answer.output,
+            "ours_output": None if champion.records_output else pack(answer.output),
             "ours_predictions": answer.predictions,
             "keep": logged,
         }
