@@ -67,3 +67,24 @@ def test_a_request_the_model_fails_on_fails_alone_and_the_batcher_keeps_going():
 
     bad, good = asyncio.run(scenario())
     assert isinstance(bad, ValueError) and good.tolist() == [[1.0]]
+
+
+def test_parts_fn_gets_each_requests_rows_apart_in_one_call():
+    """The table path's batches (serving/tables.py): one call takes every queued request's rows, kept
+    apart, and each request gets back the output made for its own rows."""
+    calls: list[list[int]] = []
+
+    def parts(inputs: list[np.ndarray]) -> list[np.ndarray]:
+        calls.append([len(rows) for rows in inputs])
+        return [rows.sum(axis=1) + len(rows) for rows in inputs]
+
+    async def scenario() -> tuple[list[np.ndarray], list[np.ndarray]]:
+        with ThreadPoolExecutor(1) as executor:
+            batcher = MicroBatcher(None, executor, max_batch_size=64, max_wait_s=1.0, parts_fn=parts)
+            inputs = [np.full((i + 1, 2), float(i)) for i in range(5)]
+            return inputs, await asyncio.gather(*(batcher.submit(rows) for rows in inputs))
+
+    inputs, outputs = asyncio.run(scenario())
+    assert calls == [[1, 2, 3, 4, 5]]
+    for rows, output in zip(inputs, outputs, strict=True):
+        np.testing.assert_array_equal(output, rows.sum(axis=1) + len(rows))
