@@ -142,6 +142,7 @@ class ScoringService:
             "max_batch_size": self.config.max_batch_size,
             "max_wait_ms": self.config.max_wait_ms,
             "allow_unsafe": self.config.allow_unsafe_models,
+            "capacity": self.config.shadow_queue,
         }
 
     # Routes.

@@ -17,8 +17,9 @@ In:  first {"init": settings}, then any number of {"load": identity} (the servin
      "ours_predictions", "keep"}.
 Out: {"ready": pid, "priority": ...} once the first version is loaded, then one result per job:
      {"id", "version", "latency_s", "error", "rows", "agreed"} (+ "output", "predictions" when "keep"),
-     or {"id", "shed": reason}. Results are sent in bursts: whenever no job is waiting, or every
-     `RESULT_BATCH` results, so a busy champion is woken once per burst, not once per copy.
+     or {"id", "shed": reason}. Results are sent in bursts (a list): once `flush_at` of them (a quarter
+     of the server's --shadow-queue) are ready or the oldest is `FLUSH_S` old, so the champion's event
+     loop is woken once per burst, not once per copy.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ import time
 from typing import Any
 
 HEADER = struct.Struct(">I")
-RESULT_BATCH = 64
+RESULT_BATCH = 64  # most copies scored in one go
+FLUSH_S = 0.02
 NICE = 19
 # A copy that waited longer than this for the worker's CPU is shed: its comparison would describe old
 # traffic. Time spent loading a new challenger version does not count (its copies were never late).
@@ -97,9 +99,9 @@ class Channel:
         del self._buffer[:end]
         return data
 
-    def waiting(self) -> bool:
-        """A frame, or part of one, can be read without blocking."""
-        return len(self._buffer) > 0 or bool(select.select([self.read_fd], [], [], 0)[0])
+    def waiting(self, timeout: float = 0.0) -> bool:
+        """A frame, or part of one, can be read without blocking (waiting at most `timeout` s for it)."""
+        return len(self._buffer) > 0 or bool(select.select([self.read_fd], [], [], max(0.0, timeout))[0])
 
     def read(self) -> Any | None:
         """The next message; None when the serving process has closed its end (or is gone)."""
@@ -279,8 +281,13 @@ def serve_jobs(channel: Channel) -> None:
     scorer = Scorer(settings)
     scorer.model_for(settings["identity"])  # loaded at normal priority: the server waits for it
     channel.write({"ready": os.getpid(), "priority": lower_priority()})
+    flush_at = max(1, min(RESULT_BATCH, settings["capacity"] // 4))
     results: list[dict[str, Any]] = []
+    due = 0.0
     while True:
+        if results and (len(results) >= flush_at or not channel.waiting(due - time.monotonic())):
+            channel.write(results)
+            results = []
         # Everything already waiting is read and scored together (at most RESULT_BATCH copies).
         jobs: list[dict[str, Any]] = []
         message = channel.read()
@@ -294,11 +301,12 @@ def serve_jobs(channel: Channel) -> None:
             if len(jobs) >= RESULT_BATCH or not channel.waiting():
                 break
             message = channel.read()
+        if jobs and not results:
+            due = time.monotonic() + FLUSH_S
         results += scorer.run(jobs)
-        if results and (message is None or len(results) >= RESULT_BATCH or not channel.waiting()):
-            channel.write(results)
-            results = []
         if message is None:
+            if results:
+                channel.write(results)
             return
 
 
