@@ -201,13 +201,18 @@ def current_champion(
 def best_baseline(
     client: MlflowClient, experiment_ids: list[str], metric: str, mode: Mode
 ) -> RunRecord | None:
-    """The best FINISHED run tagged mlops.role=baseline that has the metric, if any."""
+    """The best FINISHED run tagged mlops.role=baseline that has the metric, if any (ties: the earlier).
+
+    Baselines are few, so they are ranked here (best.few_ranked): ordered by the metric, MLflow joins
+    and sorts every run of the experiment that has it (SQLite, 100,000 runs: 0.98 s against 0.22 s).
+    """
     key = metric_key(metric)
-    filter_ = (
-        f"attributes.status = 'FINISHED' AND {key} >= {LOWEST_FLOAT} "
-        f"AND tags.`{ROLE_TAG}` = '{BASELINE_VALUE}'"
-    )
-    order = [f"{key} {'DESC' if mode == 'max' else 'ASC'}"]
+    tagged = f"{key} >= {LOWEST_FLOAT} AND tags.`{ROLE_TAG}` = '{BASELINE_VALUE}'"
+    few = few_ranked(client, experiment_ids, metric, mode, tagged)
+    if few is not None:
+        return few[0] if few else None
+    filter_ = f"attributes.status = 'FINISHED' AND {tagged}"
+    order = [f"{key} {'DESC' if mode == 'max' else 'ASC'}", "attributes.start_time ASC"]
     for run in iter_runs(client, experiment_ids, filter_, order, page_size=10):
         record = RunRecord.from_run(run)
         if record.metric(metric) is not None:

@@ -76,7 +76,11 @@ def test_promotion_story(tracking_uri, experiment_name, run_factory, mlflow_clie
 
 
 def test_baseline_gate(tracking_uri, experiment_name, run_factory, mlflow_client, model_name) -> None:
+    # The best of several baselines is the bar: not the newest, not a FAILED one, not one without it.
     baseline = run_factory(metrics={"val_acc": 0.90}, tags={"mlops.role": "baseline"}, with_model=False)
+    run_factory(metrics={"val_acc": 0.85}, tags={"mlops.role": "baseline"}, with_model=False)
+    run_factory(metrics={"val_acc": 0.99}, tags={"mlops.role": "baseline"}, with_model=False, status="FAILED")
+    run_factory(metrics={"other": 1.0}, tags={"mlops.role": "baseline"}, with_model=False)
     run_factory(metrics={"val_acc": 0.88})
     kept = promote_best(experiment_name, "val_acc", model_name, "max")
     assert (
