@@ -13,24 +13,16 @@ without it PostgreSQL reads all of the metric's rows and sorts every run of the 
 (100,000 runs, load average 7 on the 2 cores: 2.2 s without, 0.14 s with; MLflow's full metric-ordered
 query and the runs page's query keep their plans).
 
-On PostgreSQL only, `mlops_runs_page`: the runs page asks for the newest 100 runs ordered by
-`attributes.start_time DESC`, which MLflow writes as `SELECT DISTINCT <every runs column> ... ORDER BY
-CASE WHEN start_time IS NULL THEN 1 ELSE 0 END, start_time DESC, run_uuid`. PostgreSQL 15 can only
-stop after 101 rows of a DISTINCT when an index hands it the rows in the order of every selected
-column, so the index has exactly those keys: the experiment and lifecycle (equalities), the CASE,
-start_time DESC, run_uuid, then the other columns in MLflow's select order (read from SqlRun, so a
-column MLflow adds later is not missed; with a different column list the index is simply not used).
-100,000 runs, load average 5: 0.25-0.34 s of sorting to 0.2 ms, an index-only scan. Its cost: a
-second copy of the runs table's text columns, and PostgreSQL refuses index entries over 2,704 bytes:
-MLflow's column limits allow about 1,430 characters in these columns together, well under it in
-ASCII, but a run whose name, source name and user are long multi-byte text that pglz cannot
-compress could pass it and then not be written while the index exists.
-
 What we measured and rejected (benchmarks/scale.py, SQLite, 20,000 runs): `latest_metrics(key,
 value)` and `params(key, value)` make SQLite's planner drive MLflow's metric-ordered searches from
 those indexes, and find_best_run's query went from 0.35 s to 59 s; at 100,000 runs a covering
 `latest_metrics(key, run_uuid, value, is_nan)` took the same query from 1.0 s to over 300 s. So
-SQLite gets only the runs index.
+SQLite gets only the runs index. On PostgreSQL, an index with exactly the keys of the runs page's
+`SELECT DISTINCT ... ORDER BY CASE ..., start_time DESC, run_uuid` query (every runs column) made that
+query an index-only scan (0.22-0.30 s to 2 ms at 100,000 runs), but the page in chromium took the same
+3.2-3.4 s with and without it (its ten concurrent requests, not this query, set the time), and
+PostgreSQL refuses index entries over 2,704 bytes: a run with long multi-byte names could not have
+been written while it existed. Refused: a run must never be lost to an index.
 
 Rules that keep MLflow's migrations working: our names start with `mlops_` (no MLflow migration
 will create or drop them), creation is `IF NOT EXISTS` (idempotent, run at every start), and on
@@ -49,26 +41,13 @@ SUPPORTED_DIALECTS = ("sqlite", "postgresql")
 class StoreIndex:
     name: str
     table: str
-    columns: tuple[str, ...]  # column names or SQL key expressions ("start_time DESC", "(CASE ...)")
+    columns: tuple[str, ...]  # column names or SQL key expressions
     dialects: tuple[str, ...] = SUPPORTED_DIALECTS
-
-
-def runs_page_keys() -> tuple[str, ...]:
-    """The runs-page query's DISTINCT keys in the order PostgreSQL sorts them (see the docstring)."""
-    from mlflow.store.tracking.dbmodels.models import SqlRun
-
-    leading = ("experiment_id", "lifecycle_stage", "start_time", "run_uuid")
-    rest = tuple(column.name for column in SqlRun.__table__.columns if column.name not in leading)
-    return (
-        "experiment_id", "lifecycle_stage", "(CASE WHEN start_time IS NULL THEN 1 ELSE 0 END)",
-        "start_time DESC", "run_uuid", *rest,
-    )  # fmt: skip
 
 
 INDEXES = (
     StoreIndex("mlops_runs_experiment_id_start_time", "runs", ("experiment_id", "start_time")),
     StoreIndex("mlops_latest_metrics_key_value", "latest_metrics", ("key", "value"), ("postgresql",)),
-    StoreIndex("mlops_runs_page", "runs", runs_page_keys(), ("postgresql",)),
 )
 
 
