@@ -5,9 +5,9 @@ The champion never waits for any of it. A copy is accepted only while no other c
 flight (under load the champion keeps the machine), while the worker is up, and while fewer than
 `capacity` copies await their result; anything else is shed and counted. Sending a copy is one pickle
 and one non-blocking pipe write (a large one is pickled in a thread); results arrive in bursts and cost
-the champion a dictionary update each. The worker runs at nice 19, so it takes CPU the champion does
-not need. A worker that dies takes only its copies with it: they are shed, and a new worker starts
-after a delay that doubles with each consecutive failure.
+the champion a dictionary update each. The worker runs at SCHED_IDLE (and nice 19), so it takes CPU
+the champion does not need. A worker that dies takes only its copies with it: they are shed, and a new
+worker starts after a delay that doubles with each consecutive failure.
 """
 
 from __future__ import annotations

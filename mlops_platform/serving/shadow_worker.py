@@ -1,10 +1,11 @@
-"""The shadow challenger's own process: scores the serving process's shadow copies at nice 19.
+"""The shadow challenger's own process: scores the serving process's shadow copies at the lowest CPU
+priority (SCHED_IDLE, nice 19).
 
 Why a process of its own: a copy scored inside the serving process holds that process's GIL (a small
 scikit-learn call is mostly Python) and its event loop for the whole call, so every copy delays the
 champion's next requests; on a 2-core machine a few hundred copies cut the champion's saturated
 throughput by about a quarter (see benchmarks/serving.py --shadow). Here the challenger's work shares
-nothing with the champion but the CPUs, and at nice 19 the kernel hands those to the champion first.
+nothing with the champion but the CPUs, and at SCHED_IDLE the kernel hands those to the champion first.
 
 Started by `shadow.ShadowWorker` as `python -m mlops_platform.serving.shadow_worker`. Frames (a 4-byte
 big-endian length, then a pickle) come in on stdin and go out on stdout; fd 1 itself is pointed at
@@ -68,16 +69,32 @@ def unpack(packed: Any) -> Any:
 
 
 def lower_priority() -> str:
-    """nice 19 for every thread of this process: on Linux niceness is per thread, and the model's
-    threads (BLAS, the predict executor) exist already. Threads started later inherit it."""
+    """The lowest CPU priority for every thread of this process (on Linux both are per thread, and the
+    model's threads, BLAS's and the predict executor's, exist already; threads started later inherit
+    them): SCHED_IDLE where the kernel has it, nice 19 as well (and alone elsewhere).
+
+    Why SCHED_IDLE: a champion thread that wakes preempts a SCHED_IDLE task at once, and the scheduler
+    treats a CPU running only SCHED_IDLE tasks as idle when it places the champion's threads; a nice-19
+    task, by contrast, may finish its time slice (a millisecond or more) before the champion gets its
+    CPU back, which shows in the champion's p99. The price: on a machine with no idle CPU the worker
+    scores next to nothing, and its copies are shed and counted."""
     try:
         threads = [int(tid) for tid in os.listdir("/proc/self/task")]
     except OSError:
         threads = [0]
+    idle = hasattr(os, "SCHED_IDLE")
     for tid in threads:
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, tid, NICE)
-    return f"nice {os.getpriority(os.PRIO_PROCESS, 0)}"
+        if idle:
+            try:
+                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+            except OSError:
+                idle = False
+    niceness = f"nice {os.getpriority(os.PRIO_PROCESS, 0)}"
+    if idle and os.sched_getscheduler(0) == os.SCHED_IDLE:
+        return f"SCHED_IDLE, {niceness}"
+    return niceness
 
 
 class Channel:

@@ -160,7 +160,7 @@ def test_shadow_scores_every_request_off_the_response_path_and_reports(versions,
     assert run.data.metrics["agreement_rate"] == pytest.approx(summary["agreement"]["rate"])
 
 
-def test_shadow_worker_is_a_nice_process_whose_crash_only_sheds_copies(versions, tmp_path):
+def test_shadow_worker_is_an_idle_priority_process_whose_crash_only_sheds_copies(versions, tmp_path):
     uri, name = versions["uri"], versions["name"]
     _set_alias(uri, name, "challenger", versions["v3"])
     log_path = tmp_path / "predictions.jsonl"
@@ -193,11 +193,12 @@ def test_shadow_worker_is_a_nice_process_whose_crash_only_sheds_copies(versions,
         return report["scored"] + report["shed"] == len(sent) and report["waiting"] == 0 and report
 
     try:
-        # The challenger scores in a process of its own, a child of the server, at nice 19.
+        # The challenger scores in a process of its own, a child of the server, at the lowest priority.
         worker = shadow()["worker"]
-        assert worker["ready"] and worker["priority"] == "nice 19" and worker["restarts"] == 0
+        assert worker["ready"] and worker["priority"] == "SCHED_IDLE, nice 19" and worker["restarts"] == 0
         first = psutil.Process(worker["pid"])
         assert first.ppid() == server.process.pid and first.nice() == 19
+        assert os.sched_getscheduler(first.pid) == os.SCHED_IDLE
         send(10)
         assert _wait(settled, server, "shadow copies not settled")["scored"] > 0
 
