@@ -26,7 +26,9 @@ Also measured, per model:
   `--challenger ... --mode shadow`. At a fixed open-loop rate of half the champion-only maximum, the
   champion's p99 with and without the shadow (latency from each request's scheduled send time, so a
   stall is not hidden); at saturation (closed loop), its throughput with the shadow against without,
-  and how much shadow work was scored and shed.
+  and how much shadow work was scored and shed. Both servers run side by side and their cells
+  alternate (`--shadow-rounds` pairs, A B B A ...): the ratios are medians of per-pair ratios, and
+  every cell is printed with the load average at its end.
 """
 
 from __future__ import annotations
