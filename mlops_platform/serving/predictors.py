@@ -35,6 +35,7 @@ from mlops_platform.model_safety import UnsafeModelError, check_model, loading
 from mlops_platform.serving.batching import MicroBatcher
 from mlops_platform.serving.config import ServeConfig
 from mlops_platform.serving.errors import RequestError
+from mlops_platform.serving.output import predictions_json
 from mlops_platform.serving.parsing import CONTENT_TYPE_CSV, CONTENT_TYPE_PARQUET, media_type
 from mlops_platform.serving.tables import TableModel, check_against_pyfunc, table_model
 from mlops_platform.serving.validation import InputSpec, Validator
@@ -129,20 +130,6 @@ def resolve_identity(model_uri: str, tracking_uri: str) -> ModelIdentity:
         ) from None
     run_id = model_uri[len("runs:/") :].split("/", 1)[0] if model_uri.startswith("runs:/") else None
     return ModelIdentity(model_uri, model_uri, model_uri, run_id=run_id)
-
-
-def predictions_json(output: Any) -> bytes:
-    """The JSON of a prediction output, valued exactly as MLflow's scoring server writes it."""
-    if isinstance(output, np.ndarray):
-        output = np.ascontiguousarray(output)  # orjson serializes C-contiguous arrays only
-        if output.dtype.kind == "f":
-            # float32 -> float64 first: MLflow writes float32 outputs via Python floats, i.e. their exact
-            # float64 values, where orjson would write float32's shortest text.
-            return orjson.dumps(output.astype(np.float64, copy=False), option=orjson.OPT_SERIALIZE_NUMPY)
-        if output.dtype.kind in "iub":
-            return orjson.dumps(output, option=orjson.OPT_SERIALIZE_NUMPY)
-        return orjson.dumps(output.tolist(), option=orjson.OPT_SERIALIZE_NUMPY)
-    return orjson.dumps(output)
 
 
 @dataclass

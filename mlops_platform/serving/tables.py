@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from mlops_platform.serving.errors import invalid_input
+from mlops_platform.serving.output import predictions_json
 from mlops_platform.serving.parsing import DF_RECORDS, DF_SPLIT, ParsedRequest
 
 logger = logging.getLogger(__name__)
@@ -232,8 +233,6 @@ def check_against_pyfunc(table: TableModel, pyfunc_model: Any, example: Any) -> 
     request, and each row as its own request in one batch. None when the example cannot be read as a
     request (the path is then not used); raises when an answer differs."""
     import pandas as pd
-
-    from mlops_platform.serving.predictors import predictions_json
 
     if not isinstance(example, pd.DataFrame) or example.empty:
         return None
