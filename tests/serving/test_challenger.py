@@ -42,6 +42,24 @@ def _log_lines(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def _serve(versions, tmp_path, log_path, challenger_alias: str, mode: str, *options: str) -> ServerProcess:
+    """`mlops serve` of @champion with `models:/NAME@challenger_alias` beside it in `mode`, logging
+    predictions to `log_path`."""
+    name = versions["name"]
+    return ServerProcess(
+        f"models:/{name}@champion",
+        versions["uri"],
+        tmp_path / "serve.log",
+        "--challenger",
+        f"models:/{name}@{challenger_alias}",
+        "--mode",
+        mode,
+        *options,
+        "--log-predictions",
+        str(log_path),
+    ).wait_ready()
+
+
 @pytest.fixture(scope="module")
 def versions(sqlite_server):
     """v1 learned the digits, v2 learned label+1 (disagrees everywhere), v3 is v1 with another C (agrees
@@ -60,19 +78,7 @@ def test_shadow_scores_every_request_off_the_response_path_and_reports(versions,
     uri, name = versions["uri"], versions["name"]
     _set_alias(uri, name, "challenger", versions["v2"])
     log_path = tmp_path / "predictions.jsonl"
-    server = ServerProcess(
-        f"models:/{name}@champion",
-        uri,
-        tmp_path / "serve.log",
-        "--challenger",
-        f"models:/{name}@challenger",
-        "--mode",
-        "shadow",
-        "--reload-interval",
-        "0.3",
-        "--log-predictions",
-        str(log_path),
-    ).wait_ready()
+    server = _serve(versions, tmp_path, log_path, "challenger", "shadow", "--reload-interval", "0.3")
     try:
         x, y = digits_frame()
         session = requests.Session()
@@ -164,17 +170,7 @@ def test_shadow_worker_is_an_idle_priority_process_whose_crash_only_sheds_copies
     uri, name = versions["uri"], versions["name"]
     _set_alias(uri, name, "challenger", versions["v3"])
     log_path = tmp_path / "predictions.jsonl"
-    server = ServerProcess(
-        f"models:/{name}@champion",
-        uri,
-        tmp_path / "serve.log",
-        "--challenger",
-        f"models:/{name}@challenger",
-        "--mode",
-        "shadow",
-        "--log-predictions",
-        str(log_path),
-    ).wait_ready()
+    server = _serve(versions, tmp_path, log_path, "challenger", "shadow")
     x, _ = digits_frame()
     sent: list[str] = []
 
@@ -233,23 +229,10 @@ def test_canary_routes_sticky_users_names_the_version_and_the_guard_stops_a_fail
     uri, name = versions["uri"], versions["name"]
     _set_alias(uri, name, "canary", versions["v2"])
     log_path = tmp_path / "predictions.jsonl"
-    server = ServerProcess(
-        f"models:/{name}@champion",
-        uri,
-        tmp_path / "serve.log",
-        "--challenger",
-        f"models:/{name}@canary",
-        "--mode",
-        "canary",
-        "--canary-percent",
-        "50",
-        "--sticky-header",
-        "X-User",
-        "--reload-interval",
-        "0.3",
-        "--log-predictions",
-        str(log_path),
-    ).wait_ready()
+    server = _serve(
+        versions, tmp_path, log_path, "canary", "canary",
+        "--canary-percent", "50", "--sticky-header", "X-User", "--reload-interval", "0.3",
+    )  # fmt: skip
     try:
         x, _ = digits_frame()
         body = {"dataframe_split": x.iloc[:4].to_dict(orient="split")}
