@@ -2,9 +2,9 @@
 
 - Shadow: the champion answers every request; a copy of the request goes to the challenger, which
   scores it in a process of its own at the lowest CPU priority (shadow.py, shadow_worker.py). A copy is
-  accepted only while no other champion request is in flight and fewer than `--shadow-queue` copies
-  await their result; what does not fit (or waits too long for CPU) is shed and counted. A mirrored
-  answer never reaches a client.
+  accepted only while the champion is not busy (busy.py) and fewer than `--shadow-queue` copies await
+  their result; what does not fit (or waits too long for CPU) is shed and counted. A mirrored answer
+  never reaches a client.
 - Canary: `percent`% of requests are answered by the challenger, chosen by a hash of the
   `sticky_header` value when the request has one (one user, one model) and at random otherwise. A
   request the challenger fails on but the champion answers is answered by the champion and counts as a

@@ -1,13 +1,22 @@
 """Shadow work, the serving process's side: copies go to a worker process (shadow_worker.py), results
 come back to the prediction log and /health.
 
-The champion never waits for any of it. A copy is accepted only while no other champion request is in
-flight (under load the champion keeps the machine), while the worker is up, and while fewer than
-`capacity` copies await their result; anything else is shed and counted. Sending a copy is one pickle
-and one non-blocking pipe write (a large one is pickled in a thread); results arrive in bursts and cost
-the champion a dictionary update each. The worker runs at SCHED_IDLE (and nice 19), so it takes CPU
-the champion does not need. A worker that dies takes only its copies with it: they are shed, and a new
-worker starts after a delay that doubles with each consecutive failure.
+The champion never waits for any of it. A copy is accepted only while the champion is not saturated
+(it had requests in flight for less than MAX_CHAMPION_BUSY of the recent past), while the worker is
+up, and while fewer than `capacity` copies await their result; anything else is shed and counted.
+Accepting a copy appends it to an outbox; the outbox goes to the worker as one pipe write every
+SEND_EVERY_S (sooner when `capacity / 4` copies wait), so the worker wakes a few dozen times a second
+and scores each burst in one model call, instead of waking, and taking a CPU the champion's threads
+and clients then miss, once per copy. Results also arrive in bursts and cost the champion a dictionary
+update each. The worker runs at SCHED_IDLE (and nice 19), so it takes CPU the champion does not need.
+A worker that dies takes only its copies with it: they are shed, and a new worker starts after a
+delay that doubles with each consecutive failure.
+
+Why the busy gate: on this project's 2-vCPU machines a worker costs a busy champion throughput even at
+SCHED_IDLE and with CPU to spare (wakeups, caches, the VM host's cores): measured with
+`benchmarks/serving.py --shadow`, a saturated champion lost 20-30 % to a worker scoring ~3 % of the
+traffic, one copy per write. So a busy champion sheds every copy (at half its maximum rate too: the
+gate reads 0.96 there, see busy.py), and the shadow scores the traffic of the quieter periods.
 """
 
 from __future__ import annotations
@@ -23,12 +32,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mlops_platform.serving.busy import BusyShare
 from mlops_platform.serving.shadow_worker import HEADER, encode
 
 logger = logging.getLogger("mlops_platform.serving")
 
-# Copies bigger than this are pickled in a thread, not on the event loop.
+# Copies bigger than this are pickled in a thread and sent alone, not on the event loop.
 OFFLOAD_BYTES = 256 * 1024
+# Accepted copies wait at most this long in the outbox before they go to the worker in one write.
+SEND_EVERY_S = 0.025
+# The champion counts as saturated while it had requests in flight for more than this share of the
+# recent past (busy.py): copies are then shed.
+MAX_CHAMPION_BUSY = 0.8
 # At most this many bytes of copies wait in the pipe's user-space buffer (a starved worker reads none).
 MAX_BUFFERED_BYTES = 32 * 1024 * 1024
 START_TIMEOUT_S = 180.0
@@ -54,6 +69,10 @@ class ShadowWorker:
         self.capacity = capacity
         self._settings = settings  # the worker's init message, built at each (re)start
         self._in_flight = 0
+        self.champion_busy_share = BusyShare()
+        self.last_champion_busy: float | None = None  # at the last copy's admission test, for /health
+        self._outbox: list[dict[str, Any]] = []
+        self._send_timer: asyncio.TimerHandle | None = None
         self._pending: dict[int, ShadowJob] = {}
         self._next_id = 0
         self._process: asyncio.subprocess.Process | None = None
@@ -73,18 +92,24 @@ class ShadowWorker:
     @contextlib.contextmanager
     def champion_busy(self):
         """Mark a champion request in flight for its whole duration."""
+        if self._in_flight == 0:
+            self.champion_busy_share.flip(True)
         self._in_flight += 1
         try:
             yield
         finally:
             self._in_flight -= 1
+            if self._in_flight == 0:
+                self.champion_busy_share.flip(False)
 
     def full(self) -> bool:
-        """No room for another copy: champion requests in flight, no worker ready, or the worker has
+        """No room for another copy: the champion is saturated, no worker is ready, or the worker has
         `capacity` copies (or MAX_BUFFERED_BYTES) not yet answered."""
+        champion_busy = self.champion_busy_share.value()
+        self.last_champion_busy = champion_busy
         return (
-            self._in_flight > 0
-            or not self._ready
+            not self._ready
+            or champion_busy > MAX_CHAMPION_BUSY
             or len(self._pending) >= self.capacity
             or self._process.stdin.transport.get_write_buffer_size() > MAX_BUFFERED_BYTES
         )
@@ -98,8 +123,21 @@ class ShadowWorker:
         message = {"id": job_id, "queued_at": time.monotonic(), **job.message}
         if job.size > OFFLOAD_BYTES:
             self._spawn(self._send_large(message))
-        else:
-            self._process.stdin.write(encode(message))
+            return
+        self._outbox.append(message)
+        if len(self._outbox) >= max(1, self.capacity // 4):
+            self._send_outbox()
+        elif self._send_timer is None:
+            self._send_timer = self._loop.call_later(SEND_EVERY_S, self._send_outbox)
+
+    def _send_outbox(self) -> None:
+        """The waiting copies, as one frame (a list) and one write."""
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+        outbox, self._outbox = self._outbox, []
+        if outbox and self._ready:  # else the worker is gone: _drop_pending sheds them
+            self._process.stdin.write(encode(outbox))
 
     def preload(self, identity: Any) -> None:
         """The challenger's alias moved (called from the loader's thread): the worker loads the new
@@ -109,6 +147,9 @@ class ShadowWorker:
 
     def _send_load(self, identity: Any) -> None:
         if self._ready:
+            # Copies accepted before the move go first: each copy names its version, and a copy of
+            # the old one arriving after this message would make the worker load the old one again.
+            self._send_outbox()
             self._process.stdin.write(encode({"load": identity}))
 
     async def _send_large(self, message: dict[str, Any]) -> None:
@@ -210,6 +251,10 @@ class ShadowWorker:
 
     def _drop_pending(self) -> None:
         """Copies the worker never answered are shed, so every request keeps its log line."""
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+        self._outbox = []
         pending, self._pending = self._pending, {}
         for job in pending.values():
             self.shed += 1
@@ -243,6 +288,7 @@ class ShadowWorker:
             "scored": self.scored,
             "shed": self.shed,
             "waiting": len(self._pending),
+            "champion_busy_at_last_copy": self.last_champion_busy and round(self.last_champion_busy, 3),
             "worker": {
                 "pid": process.pid if process is not None and process.returncode is None else None,
                 "ready": self._ready,

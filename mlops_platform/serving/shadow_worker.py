@@ -15,7 +15,8 @@ pipes, so unpickling is as safe as importing.
 In:  first {"init": settings}, then any number of {"load": identity} (the serving process swapped in
      another challenger version: load it now, not on the next copy) and jobs
      {"id", "queued_at", "identity", "array" or "body" + "content_type", "ours_output",
-     "ours_predictions", "keep"}.
+     "ours_predictions", "keep"}, alone or in lists (the server sends the copies of a few dozen
+     milliseconds in one frame).
 Out: {"ready": pid, "priority": ...} once the first version is loaded, then one result per job:
      {"id", "version", "latency_s", "error", "rows", "agreed"} (+ "output", "predictions" when "keep"),
      or {"id", "shed": reason}. Results are sent in bursts (a list): once `flush_at` of them (a quarter
@@ -309,7 +310,9 @@ def serve_jobs(channel: Channel) -> None:
         jobs: list[dict[str, Any]] = []
         message = channel.read()
         while message is not None:
-            if "load" in message:
+            if isinstance(message, list):
+                jobs += message
+            elif "load" in message:
                 results += scorer.run(jobs)
                 jobs = []
                 scorer.model_for(message["load"])

@@ -1,0 +1,41 @@
+"""The champion's busy share (serving/busy.py), the moving average the shadow's admission test reads, and
+that test: a busy champion sheds its copies."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+from mlops_platform.serving.busy import BusyShare
+
+
+def test_busy_share_rises_while_busy_and_decays_while_idle_with_its_time_constant():
+    share = BusyShare(window_s=0.1)
+    start = time.monotonic()
+    assert share.value(start) == pytest.approx(0.0)
+    share.flip(True)
+    flipped = share._state[2]
+    # Busy for one time constant: 1 - 1/e of the way to 1; for ten: all but 1/e^10.
+    assert share.value(flipped + 0.1) == pytest.approx(1 - math.exp(-1))
+    assert share.value(flipped + 1.0) == pytest.approx(1.0, abs=1e-4)
+    time.sleep(0.05)
+    share.flip(False)
+    busy_now, at = share.value(), share._state[2]
+    assert 0 < busy_now < 1
+    assert share.value(at + 0.1) == pytest.approx(busy_now * math.exp(-1), rel=1e-3)
+    # A reading from before the last flip (another thread's clock) is the value at the flip, not more.
+    assert share.value(at - 1.0) == pytest.approx(share._state[1])
+
+
+def test_a_busy_champion_sheds_every_shadow_copy():
+    from mlops_platform.serving.shadow import MAX_CHAMPION_BUSY, ShadowWorker
+
+    worker = ShadowWorker(capacity=64, settings=dict)
+    worker._ready = True  # a worker is up: only the champion's load can refuse the copy
+    worker.champion_busy_share = BusyShare(window_s=0.001)
+    with worker.champion_busy():
+        time.sleep(0.02)  # twenty time constants with a request in flight
+        assert worker.full()
+    assert worker.last_champion_busy > MAX_CHAMPION_BUSY
