@@ -388,6 +388,9 @@ def main() -> None:
     parser.add_argument(
         "--shadow-rounds", type=int, default=3, help="alternating pairs of cells per shadow measurement"
     )
+    parser.add_argument(
+        "--shadow-max-busy", type=float, default=None, help="the shadow server's --shadow-max-busy"
+    )
     parser.add_argument("--load", nargs=2, metavar=("PORT", "BODY_FILE"), help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -598,7 +601,10 @@ def measure_shadow(
         tracking_uri, name, "challenger", **({"c": 0.5} if kind == "sklearn" else {"seed": 1})
     )
     rate = champion_max / 2
-    shadow_options = ("--challenger", f"models:/{name}@challenger", "--mode", "shadow")
+    shadow_options = (
+        "--challenger", f"models:/{name}@challenger", "--mode", "shadow",
+        *(("--shadow-max-busy", str(args.shadow_max_busy)) if args.shadow_max_busy else ()),
+    )  # fmt: skip
     servers: dict[str, tuple[int, subprocess.Popen]] = {}
     cells: list[dict] = []
     try:

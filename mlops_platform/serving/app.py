@@ -87,7 +87,7 @@ class ScoringService:
         self.tracking_uri = tracking_uri
         self.champion = ModelSlot.open(config.model_uri, tracking_uri, config.reload_interval, self.load)
         self.challenger: ModelSlot | None = None
-        self.shadow = ShadowWorker(config.shadow_queue, self.shadow_settings)
+        self.shadow = ShadowWorker(config.shadow_queue, self.shadow_settings, config.shadow_max_busy)
         if config.challenger:
             try:
                 self.challenger = ModelSlot.open(

@@ -61,6 +61,13 @@ class ServeConfig(BaseModel):
     shadow_queue: int = Field(
         64, ge=1, description="Shadow copies waiting for the challenger at most; more are shed and counted."
     )
+    shadow_max_busy: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="Shed shadow copies while the champion had requests in flight for more than this "
+        "share of the last ~0.25 s (lower: less shadow coverage, less cost to the champion).",
+    )
     guard_error_rate: float = Field(
         0.01, ge=0, le=1, description="Canary guard: stop routing above this challenger error rate..."
     )

@@ -2,7 +2,7 @@
 come back to the prediction log and /health.
 
 The champion never waits for any of it. A copy is accepted only while the champion is not saturated
-(it had requests in flight for less than MAX_CHAMPION_BUSY of the recent past), while the worker is
+(it had requests in flight for less than `--shadow-max-busy` of the recent past), while the worker is
 up, and while fewer than `capacity` copies await their result; anything else is shed and counted.
 Accepting a copy appends it to an outbox; the outbox goes to the worker as one pipe write every
 SEND_EVERY_S (sooner when `capacity / 4` copies wait), so the worker wakes a few dozen times a second
@@ -41,9 +41,6 @@ logger = logging.getLogger("mlops_platform.serving")
 OFFLOAD_BYTES = 256 * 1024
 # Accepted copies wait at most this long in the outbox before they go to the worker in one write.
 SEND_EVERY_S = 0.025
-# The champion counts as saturated while it had requests in flight for more than this share of the
-# recent past (busy.py): copies are then shed.
-MAX_CHAMPION_BUSY = 0.8
 # At most this many bytes of copies wait in the pipe's user-space buffer (a starved worker reads none).
 MAX_BUFFERED_BYTES = 32 * 1024 * 1024
 START_TIMEOUT_S = 180.0
@@ -65,8 +62,11 @@ class ShadowJob:
 class ShadowWorker:
     """Bounded, lowest-priority shadow scoring in a process of its own."""
 
-    def __init__(self, capacity: int, settings: Callable[[], dict[str, Any]]):
+    def __init__(self, capacity: int, settings: Callable[[], dict[str, Any]], max_busy: float = 0.8):
+        """`max_busy`: the champion counts as saturated, and copies are shed, while it had requests in
+        flight for more than this share of the recent past (busy.py)."""
         self.capacity = capacity
+        self.max_busy = max_busy
         self._settings = settings  # the worker's init message, built at each (re)start
         self._in_flight = 0
         self.champion_busy_share = BusyShare()
@@ -109,7 +109,7 @@ class ShadowWorker:
         self.last_champion_busy = champion_busy
         return (
             not self._ready
-            or champion_busy > MAX_CHAMPION_BUSY
+            or champion_busy > self.max_busy
             or len(self._pending) >= self.capacity
             or self._process.stdin.transport.get_write_buffer_size() > MAX_BUFFERED_BYTES
         )

@@ -30,12 +30,22 @@ def test_busy_share_rises_while_busy_and_decays_while_idle_with_its_time_constan
 
 
 def test_a_busy_champion_sheds_every_shadow_copy():
-    from mlops_platform.serving.shadow import MAX_CHAMPION_BUSY, ShadowWorker
+    from mlops_platform.serving.shadow import ShadowWorker
 
-    worker = ShadowWorker(capacity=64, settings=dict)
+    worker = ShadowWorker(capacity=64, settings=dict, max_busy=0.8)
     worker._ready = True  # a worker is up: only the champion's load can refuse the copy
     worker.champion_busy_share = BusyShare(window_s=0.001)
     with worker.champion_busy():
         time.sleep(0.02)  # twenty time constants with a request in flight
         assert worker.full()
-    assert worker.last_champion_busy > MAX_CHAMPION_BUSY
+    assert worker.last_champion_busy > 0.8
+
+
+@pytest.mark.parametrize("value", ["0", "1.5"])
+def test_shadow_max_busy_outside_0_1_is_refused_before_anything_loads(value):
+    from click.testing import CliRunner
+
+    from mlops_platform.cli import cli
+
+    result = CliRunner().invoke(cli, ["serve", "--model-uri", "models:/absent@x", "--shadow-max-busy", value])
+    assert result.exit_code == 1 and "invalid parameter shadow_max_busy" in result.output
