@@ -62,7 +62,7 @@ class ShadowJob:
 class ShadowWorker:
     """Bounded, lowest-priority shadow scoring in a process of its own."""
 
-    def __init__(self, capacity: int, settings: Callable[[], dict[str, Any]], max_busy: float = 0.8):
+    def __init__(self, capacity: int, settings: Callable[[], dict[str, Any]], max_busy: float):
         """`max_busy`: the champion counts as saturated, and copies are shed, while it had requests in
         flight for more than this share of the recent past (busy.py)."""
         self.capacity = capacity
@@ -251,10 +251,7 @@ class ShadowWorker:
 
     def _drop_pending(self) -> None:
         """Copies the worker never answered are shed, so every request keeps its log line."""
-        if self._send_timer is not None:
-            self._send_timer.cancel()
-            self._send_timer = None
-        self._outbox = []
+        self._outbox = []  # a pending send timer then finds it empty
         pending, self._pending = self._pending, {}
         for job in pending.values():
             self.shed += 1
