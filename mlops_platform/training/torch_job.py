@@ -66,7 +66,13 @@ from mlops_platform.tracking.tags import (
 )
 from mlops_platform.training.checkpoint import CheckpointError, load_checkpoint
 from mlops_platform.training.device import Precision, configure_cpu_threads, resolve_device, resolve_precision
-from mlops_platform.training.distributed import World, check_batch_size, process_group, rank_device
+from mlops_platform.training.distributed import (
+    World,
+    check_batch_size,
+    end_follower_process,
+    process_group,
+    rank_device,
+)
 from mlops_platform.training.job_record import remember_run, remembered_run
 from mlops_platform.training.models import ExportedClassifier, Standardizer, build_model
 from mlops_platform.training.node_metrics import NodeMetrics, node_sampling_interval
@@ -186,7 +192,8 @@ def checkpoint_path(run_id: str) -> Path:
 def run(
     config: TorchTrainConfig, tracker: Tracker | None = None, on_epoch_end: EpochCallback | None = None
 ) -> str:
-    """Train, evaluate and log one model; see the module docstring. Returns the run id.
+    """Train, evaluate and log one model; see the module docstring. Returns the run id; the process of a
+    torchrun rank other than 0 ends here instead, once its training is done (`end_follower_process`).
 
     Args:
         config: the parsed config.
@@ -218,20 +225,21 @@ def run(
         sanity_loss = (
             overfit_one_batch(model, config, precision, prepared.train) if config.sanity_check else None
         )
-        if not world.is_main:
-            return train_as_follower(config, prepared, model, precision, resume_state, world)
-        return train_with_tracking(
-            config,
-            prepared,
-            model,
-            precision,
-            resume_state,
-            sanity_loss,
-            tracker,
-            on_epoch_end,
-            world=world,
-            attach_run_id=attach_run_id,
-        )
+        if world.is_main:
+            return train_with_tracking(
+                config,
+                prepared,
+                model,
+                precision,
+                resume_state,
+                sanity_loss,
+                tracker,
+                on_epoch_end,
+                world=world,
+                attach_run_id=attach_run_id,
+            )
+        train_as_follower(config, prepared, model, precision, resume_state, world)
+    end_follower_process()  # the group is left; see there why a follower's process ends here
 
 
 def run_to_continue(config: TorchTrainConfig, world: World) -> tuple[str | None, dict[str, Any] | None]:
