@@ -11,6 +11,7 @@ Modules, in the order a request meets them:
 - `challenger`: shadow and canary routing, per-version statistics, the canary guard.
 - `shadow`, `shadow_worker`: shadow copies scored in a process of their own at the lowest CPU priority.
 - `prediction_log`: served inputs and outputs as JSON lines, for training-serving skew checks.
+- `heap`: the startup heap frozen out of the garbage collector's full passes (they stalled requests).
 - `app`: the ASGI app (starlette) and `serve()` (uvicorn).
 
 Nothing heavy is imported here, so `mlops --help` stays fast.

@@ -13,6 +13,7 @@ This module wires routes to the service; `scoring` parses and predicts, `reload`
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import re
@@ -31,6 +32,7 @@ from starlette.routing import Route
 from mlops_platform.serving import challenger as ab
 from mlops_platform.serving.config import ServeConfig
 from mlops_platform.serving.errors import RequestError
+from mlops_platform.serving.heap import freeze_startup_heap
 from mlops_platform.serving.prediction_log import PredictionLog
 from mlops_platform.serving.predictors import ModelIdentity, ServedModel, load_served_model
 from mlops_platform.serving.reload import ModelSlot
@@ -110,6 +112,7 @@ class ScoringService:
             else None
         )
         self.started_at = time.time()
+        self.frozen_objects = 0
         self.served = 0
         self.refused = 0
 
@@ -372,6 +375,7 @@ class ScoringService:
                 if self.prediction_log
                 else None
             ),
+            "gc": {"frozen_at_start": self.frozen_objects, "full_passes": gc.get_stats()[2]["collections"]},
             **(self.challenger_report() if self.challenger is not None else {}),
         }
 
@@ -406,6 +410,7 @@ class ScoringService:
                 await self.shadow.start()
         if self.prediction_log is not None:
             self.prediction_log.start()
+        self.frozen_objects = freeze_startup_heap()  # the models are loaded: full GC passes skip them
         model = self.champion.current
         logger.info("serving %s (%s) on pid %d", model.identity.resolved_uri, model.flavor, os.getpid())
         if self.challenger is not None:

@@ -36,6 +36,8 @@ import sys
 import time
 from typing import Any
 
+from mlops_platform.serving.heap import freeze_startup_heap
+
 HEADER = struct.Struct(">I")
 RESULT_BATCH = 64  # most copies scored in one go
 FLUSH_S = 0.02
@@ -309,6 +311,7 @@ def serve_jobs(channel: Channel) -> None:
     scorer = Scorer(settings)
     scorer.model_for(settings["identity"])  # loaded at normal priority: the server waits for it
     one_compute_thread()
+    freeze_startup_heap()  # a full GC pass over torch's heap is CPU the champion may need
     channel.write({"ready": os.getpid(), "priority": lower_priority()})
     flush_at = max(1, min(RESULT_BATCH, settings["capacity"] // 4))
     results: list[dict[str, Any]] = []
