@@ -1,11 +1,10 @@
 """How busy the champion is: the share of recent wall time during which it had a request in flight.
 
-The shadow's admission test (shadow.py). Measured with benchmarks/serving.py's sklearn model on
-2 vCPUs, 1-row requests: 0.56 at a quarter of the champion's maximum rate, 0.96 at half of it (open
-loop: requests overlap while they wait for their micro-batch), 0.90 at saturation (closed loop, 8
-connections). The model thread's own busy share is no saturation signal for such models: 0.43, 0.35
-and 0.27 at those loads (the event loop, parsing and answering, is what saturates).
-"""
+The shadow's admission test (shadow.py). Read at the end of `benchmarks/serving.py --shadow` cells
+(sklearn and torch models, 2 vCPUs, 1-row requests): 0.68-0.77 at half the champion's maximum rate
+(open loop), 0.88-1.00 at saturation (closed loop, 8 connections). The event loop thread's own CPU
+share separates the two worse (0.49-0.51 against 0.58-0.74), and the model thread's not at all: the
+loop, parsing and answering, is what saturates, and then shares the cores with the load."""
 
 from __future__ import annotations
 

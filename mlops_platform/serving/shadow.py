@@ -15,8 +15,9 @@ delay that doubles with each consecutive failure.
 Why the busy gate: on this project's 2-vCPU machines a worker costs a busy champion throughput even at
 SCHED_IDLE and with CPU to spare (wakeups, caches, the VM host's cores): measured with
 `benchmarks/serving.py --shadow`, a saturated champion lost 20-30 % to a worker scoring ~3 % of the
-traffic, one copy per write. So a busy champion sheds every copy (at half its maximum rate too: the
-gate reads 0.96 there, see busy.py), and the shadow scores the traffic of the quieter periods.
+traffic, one copy per write. So a busy champion sheds every copy (the gate reads 0.88-1.00 at
+saturation, 0.68-0.77 at half the maximum rate; see busy.py), and the shadow scores the traffic of
+the quieter periods.
 """
 
 from __future__ import annotations
