@@ -351,7 +351,7 @@ def train_as_follower(
     precision: Precision,
     resume_state: dict[str, Any] | None,
     world: World,
-) -> str:
+) -> None:
     """A rank other than 0: trains its shard in step with the others and logs nothing anywhere; its
     metrics reach rank 0 through the loop's all-reduces, its node's system metrics through NodeMetrics."""
     run_id = world.broadcast_object(None)
@@ -370,7 +370,6 @@ def train_as_follower(
     with node_metrics:
         trainer.fit(prepared.train, prepared.validation)
     logger.info("rank %d: done; the job's run is %s (logged by rank 0)", world.rank, run_id)
-    return run_id
 
 
 class DiscardMetrics:
