@@ -27,8 +27,9 @@ Also measured, per model:
   champion's p99 with and without the shadow (latency from each request's scheduled send time, so a
   stall is not hidden); at saturation (closed loop), its throughput with the shadow against without,
   and how much shadow work was scored and shed. Both servers run side by side and their cells
-  alternate (`--shadow-rounds` pairs, A B B A ...): the ratios are medians of per-pair ratios, and
-  every cell is printed with the load average at its end.
+  alternate (`--shadow-rounds` pairs, A B B A ...): the ratios are medians of per-pair ratios, each
+  with a 90 % bootstrap interval (scipy.stats.bootstrap), so a target inside the machine's noise shows
+  as such, and every cell is printed with the load average at its end.
 """
 
 from __future__ import annotations
@@ -511,10 +512,25 @@ def main() -> None:
         print_shadow(shadows, args)
 
 
+def median_interval(ratios: list[float], confidence: float = 0.9) -> tuple[float, float]:
+    """A bootstrap interval (scipy.stats, BCa) of the median of the per-pair ratios: whether a target such
+    as 1.10x is resolved on this machine, or lies within its cell-to-cell noise."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    if len(ratios) < 3:
+        return (float("nan"), float("nan"))
+    result = bootstrap(
+        (np.asarray(ratios),), np.median, confidence_level=confidence, n_resamples=2000, random_state=0
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
 def print_shadow(shadows: list[dict], args: argparse.Namespace) -> None:
     print(
         "\nShadow mode (ours, challenger = a second version, 1-row requests; medians of "
-        f"{args.shadow_rounds} alternating pairs of cells, ratios taken within each pair):"
+        f"{args.shadow_rounds} alternating pairs of cells, ratios taken within each pair; in brackets a 90 % "
+        "bootstrap interval of each median ratio):"
     )
     print(
         "| model | rate req/s (half of max) | p99 ms champion only | p99 ms with shadow | p99 ratio | "
@@ -524,8 +540,10 @@ def print_shadow(shadows: list[dict], args: argparse.Namespace) -> None:
     for r in shadows:
         print(
             f"| {r['model']} | {r['rate']:.0f} | {r['p99_alone_ms']:.2f} | {r['p99_shadow_ms']:.2f} | "
-            f"{r['p99_ratio']:.2f}x | {r['max_alone']:.0f} | {r['max_shadow']:.0f} | "
-            f"{r['throughput_ratio']:.2f}x | {r['scored']} / {r['shed']} |"
+            f"{r['p99_ratio']:.2f}x [{r['p99_ratio_interval'][0]:.2f}-{r['p99_ratio_interval'][1]:.2f}] | "
+            f"{r['max_alone']:.0f} | {r['max_shadow']:.0f} | {r['throughput_ratio']:.2f}x "
+            f"[{r['throughput_ratio_interval'][0]:.2f}-{r['throughput_ratio_interval'][1]:.2f}] | "
+            f"{r['scored']} / {r['shed']} |"
         )
     print("\nEvery cell (load average at its end):")
     print("| model | load | pair | server | req/s | p50 ms | p99 ms | scored / shed | loadavg |")
@@ -664,9 +682,11 @@ def measure_shadow(
         "p99_alone_ms": statistics.median(a for a, _ in p99),
         "p99_shadow_ms": statistics.median(s for _, s in p99),
         "p99_ratio": statistics.median(s / a for a, s in p99),
+        "p99_ratio_interval": median_interval([s / a for a, s in p99]),
         "max_alone": statistics.median(a for a, _ in rps),
         "max_shadow": statistics.median(s for _, s in rps),
         "throughput_ratio": statistics.median(s / a for a, s in rps),
+        "throughput_ratio_interval": median_interval([s / a for a, s in rps]),
         "scored": sum(c["scored"] for c in cells),
         "shed": sum(c["shed"] for c in cells),
         "scored_at_rate": sum(c["scored"] for c in cells if c["load"] == "rate"),
