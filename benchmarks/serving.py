@@ -675,18 +675,19 @@ def measure_shadow(
         return [(of[i, "alone"], of[i, "shadow"]) for i in range(args.shadow_rounds)]
 
     p99, rps = pairs("rate", "p99_ms"), pairs("saturated", "rps")
+    p99_ratios, rps_ratios = [s / a for a, s in p99], [s / a for a, s in rps]
     return {
         "model": kind,
         "rate": rate,
         "cells": cells,
         "p99_alone_ms": statistics.median(a for a, _ in p99),
         "p99_shadow_ms": statistics.median(s for _, s in p99),
-        "p99_ratio": statistics.median(s / a for a, s in p99),
-        "p99_ratio_interval": median_interval([s / a for a, s in p99]),
+        "p99_ratio": statistics.median(p99_ratios),
+        "p99_ratio_interval": median_interval(p99_ratios),
         "max_alone": statistics.median(a for a, _ in rps),
         "max_shadow": statistics.median(s for _, s in rps),
-        "throughput_ratio": statistics.median(s / a for a, s in rps),
-        "throughput_ratio_interval": median_interval([s / a for a, s in rps]),
+        "throughput_ratio": statistics.median(rps_ratios),
+        "throughput_ratio_interval": median_interval(rps_ratios),
         "scored": sum(c["scored"] for c in cells),
         "shed": sum(c["shed"] for c in cells),
         "scored_at_rate": sum(c["scored"] for c in cells if c["load"] == "rate"),

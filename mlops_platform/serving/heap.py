@@ -1,13 +1,13 @@
 """Keeps the garbage collector's full passes off the serving path.
 
-A serving process holds a large, permanent heap: torch, MLflow, pandas and the model itself, around a
-million tracked objects. CPython's full (generation 2) collection walks all of them: 200-266 ms per pass
-in a torch serving process on this project's 2-core machine (`benchmarks/serving.py --kinds torch`), a
-few passes a minute under load, each one a stall of every request in flight, which is what a p99
-measures. `gc.freeze()` moves everything alive at startup into the permanent generation, which the
-collector no longer walks, so a full pass covers only what requests allocated since. The frozen objects
-are still freed by reference counting; only reference cycles among them (none in a loaded model that
-stays loaded) would wait for the process to end.
+A serving process holds a large, permanent heap: torch, MLflow, pandas and the model itself, some
+340,000 tracked objects after the imports alone. CPython's full (generation 2) collection walks all of
+them: 200-266 ms per pass in a torch serving process on this project's 2-core machine
+(`benchmarks/serving.py --kinds torch`), a few passes a minute under load, each one a stall of every
+request in flight, which is what a p99 measures. `gc.freeze()` moves everything alive at startup into
+the permanent generation, which the collector no longer walks, so a full pass covers only what requests
+allocated since. The frozen objects are still freed by reference counting; only reference cycles among
+them (none in a loaded model that stays loaded) would wait for the process to end.
 """
 
 from __future__ import annotations
