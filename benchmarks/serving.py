@@ -167,7 +167,13 @@ def _split_body(frame) -> bytes:
 
 
 def start_server(
-    kind: str, model_uri: str, tracking_uri: str, port: int, log_path: Path, *options: str
+    kind: str,
+    model_uri: str,
+    tracking_uri: str,
+    port: int,
+    log_path: Path,
+    *options: str,
+    cpus: set[int] | None = None,
 ) -> subprocess.Popen:
     # `mlflow models serve` execs `uvicorn` by name: the venv's bin must be on PATH.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -202,7 +208,14 @@ def start_server(
             "1",
         ]
     log = open(log_path, "wb")  # noqa: SIM115 - the child holds it for its life
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+    )
     import requests
 
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -347,7 +360,9 @@ async def _drive_rate(
     }
 
 
-def run_load(port: int, body: bytes, args: argparse.Namespace, rate: float | None = None) -> dict:
+def run_load(
+    port: int, body: bytes, args: argparse.Namespace, rate: float | None = None, cpus: set[int] | None = None
+) -> dict:
     """Drive the server from a separate process, so the client's own work is not in ours."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
         handle.write(body)
@@ -368,7 +383,13 @@ def run_load(port: int, body: bytes, args: argparse.Namespace, rate: float | Non
         *(["--rate", str(rate)] if rate else []),
     ]
     try:
-        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        output = subprocess.run(
+            command,
+            check=True,
+            capture_output=True,
+            text=True,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+        ).stdout
     finally:
         os.unlink(handle.name)
     return json.loads(output.strip().splitlines()[-1])
@@ -391,6 +412,18 @@ def main() -> None:
     )
     parser.add_argument(
         "--shadow-max-busy", type=float, default=None, help="the shadow server's --shadow-max-busy"
+    )
+    parser.add_argument(
+        "--shadow-control",
+        action="store_true",
+        help="A/A control: the second server runs champion-only too (the noise floor of the ratios)",
+    )
+    parser.add_argument(
+        "--shadow-pin",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="shadow cells: the load generator on a CPU of its own, the servers (and their shadow "
+        "workers) on the others, and the champion-only maximum measured there (default: on)",
     )
     parser.add_argument("--load", nargs=2, metavar=("PORT", "BODY_FILE"), help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, default=None, help=argparse.SUPPRESS)
@@ -546,13 +579,17 @@ def print_shadow(shadows: list[dict], args: argparse.Namespace) -> None:
             f"{r['scored']} / {r['shed']} |"
         )
     print("\nEvery cell (load average at its end):")
-    print("| model | load | pair | server | req/s | p50 ms | p99 ms | scored / shed | loadavg |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| model | load | pair | server | req/s | p50 ms | p99 ms | scored / shed | loadavg | "
+        "CPU s server / worker |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in shadows:
         for c in r["cells"]:
             print(
                 f"| {r['model']} | {c['load']} | {c['pair']} | {c['server']} | {c['rps']:.0f} | "
-                f"{c['p50_ms']:.2f} | {c['p99_ms']:.2f} | {c['scored']} / {c['shed']} | {c['loadavg']:.1f} |"
+                f"{c['p50_ms']:.2f} | {c['p99_ms']:.2f} | {c['scored']} / {c['shed']} | {c['loadavg']:.1f} | "
+                f"{c['cpu_server']:.2f} / {c['cpu_worker']:.2f} |"
             )
     for r in shadows:
         print(
@@ -602,6 +639,22 @@ def measure_stall(port: int, x) -> dict:
     return {"longest_ping_ms": 1e3 * longest, "bytes": len(body), **outcome}
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) used so far by a server process and by its children (the shadow
+    worker)."""
+    import psutil
+
+    def used(process: psutil.Process) -> float:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            return 0.0
+        return times.user + times.system
+
+    server = psutil.Process(pid)
+    return used(server), sum(used(child) for child in server.children(recursive=True))
+
+
 def measure_shadow(
     kind: str, name: str, tracking_uri: str, home: Path, body: bytes, champion_max: float, args
 ) -> dict:
@@ -623,6 +676,12 @@ def measure_shadow(
         "--challenger", f"models:/{name}@challenger", "--mode", "shadow",
         *(("--shadow-max-busy", str(args.shadow_max_busy)) if args.shadow_max_busy else ()),
     )  # fmt: skip
+    if args.shadow_control:
+        shadow_options = ()
+    server_cpus = client_cpus = None
+    if args.shadow_pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        server_cpus, client_cpus = set(cpus[:-1]), {cpus[-1]}
     servers: dict[str, tuple[int, subprocess.Popen]] = {}
     cells: list[dict] = []
     try:
@@ -631,21 +690,28 @@ def measure_shadow(
             log = home / f"shadow-{label}-{kind}.log"
             servers[label] = (
                 port,
-                start_server("ours", f"models:/{name}@champion", tracking_uri, port, log, *options),
+                start_server(
+                    "ours", f"models:/{name}@champion", tracking_uri, port, log, *options, cpus=server_cpus
+                ),
             )
+        if args.shadow_pin:  # the maximum on the servers' own CPUs
+            maxima = [run_load(servers["alone"][0], body, args, cpus=client_cpus)["rps"] for _ in range(3)]
+            rate = statistics.median(maxima) / 2
+            print(f"  {kind:8s} champion-only maximum on CPUs {sorted(server_cpus)}: {maxima} req/s")
 
         def shadow_counts() -> tuple[int, int]:
             health = requests.get(f"http://{LOOPBACK}:{servers['shadow'][0]}/health", timeout=10).json()
-            return health["shadow"]["scored"], health["shadow"]["shed"]
+            shadow = health.get("shadow", {})
+            return shadow.get("scored", 0), shadow.get("shed", 0)
 
         for load, cell_rate in (("rate", rate), ("saturated", None)):
             for index in range(args.shadow_rounds):
                 order = ("alone", "shadow") if index % 2 == 0 else ("shadow", "alone")
                 for label in order:
-                    before = shadow_counts()
-                    cell = run_load(servers[label][0], body, args, rate=cell_rate)
+                    before, cpu_before = shadow_counts(), cpu_seconds(servers[label][1].pid)
+                    cell = run_load(servers[label][0], body, args, rate=cell_rate, cpus=client_cpus)
                     assert cell["errors"] == 0, cell["last_error"]
-                    after = shadow_counts()
+                    after, cpu_after = shadow_counts(), cpu_seconds(servers[label][1].pid)
                     cells.append(
                         {
                             "load": load,
@@ -657,12 +723,16 @@ def measure_shadow(
                             "scored": after[0] - before[0],
                             "shed": after[1] - before[1],
                             "loadavg": os.getloadavg()[0],
+                            # CPU seconds over the cell (warm-up included): server, shadow worker
+                            "cpu_server": cpu_after[0] - cpu_before[0],
+                            "cpu_worker": cpu_after[1] - cpu_before[1],
                         }
                     )
                     print(
                         f"  {kind:8s} shadow {load:9s} pair {index} {label:6s} {cell['rps']:8.0f} req/s  "
                         f"p50 {cell['p50_ms']:6.2f} ms  p99 {cell['p99_ms']:6.2f} ms  scored/shed "
-                        f"{cells[-1]['scored']}/{cells[-1]['shed']}  load {cells[-1]['loadavg']:.1f}",
+                        f"{cells[-1]['scored']}/{cells[-1]['shed']}  load {cells[-1]['loadavg']:.1f}  "
+                        f"cpu s server/worker {cells[-1]['cpu_server']:.2f}/{cells[-1]['cpu_worker']:.2f}",
                         flush=True,
                     )
         worker = requests.get(f"http://{LOOPBACK}:{servers['shadow'][0]}/health", timeout=10).json()
@@ -692,7 +762,7 @@ def measure_shadow(
         "shed": sum(c["shed"] for c in cells),
         "scored_at_rate": sum(c["scored"] for c in cells if c["load"] == "rate"),
         "copies_at_rate": sum(c["scored"] + c["shed"] for c in cells if c["load"] == "rate"),
-        "worker": worker["shadow"]["worker"],
+        "worker": worker.get("shadow", {}).get("worker"),
     }
 
 

@@ -183,12 +183,14 @@ class ScoringService:
         """The champion answers (with a shadow copy sent to the challenger in shadow mode)."""
         model = self.champion.current
         started = time.perf_counter()
-        with self.shadow.champion_busy():
-            try:
-                answer = await score(model, body, content_type, self.logs_predictions)
-            except RequestError as error:
-                self.stats[ab.CHAMPION].observe(time.perf_counter() - started, False)
-                return self.refuse(error, request_id)
+        self.shadow.champion_started()
+        try:
+            answer = await score(model, body, content_type, self.logs_predictions)
+        except RequestError as error:
+            self.stats[ab.CHAMPION].observe(time.perf_counter() - started, False)
+            return self.refuse(error, request_id)
+        finally:
+            self.shadow.champion_finished()
         latency = time.perf_counter() - started
         self.stats[ab.CHAMPION].observe(latency, answer.status == 200)
         self.served += answer.status == 200

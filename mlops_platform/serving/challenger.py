@@ -85,13 +85,13 @@ class Agreement:
 def agreement_counts(champion: Any, challenger: Any) -> tuple[int, int]:
     """(rows compared, rows where both models give the same label); outputs of different shapes agree
     nowhere."""
-    ours, theirs = _labels(champion), _labels(challenger)
+    ours, theirs = row_labels(champion), row_labels(challenger)
     if ours.shape != theirs.shape:
         return len(ours), 0
     return len(ours), int((ours == theirs).sum())
 
 
-def _labels(predictions: Any) -> np.ndarray:
+def row_labels(predictions: Any) -> np.ndarray:
     """Row labels: the arg-max of a probability row, the value itself otherwise."""
     array = np.asarray(predictions)
     if array.dtype == object and array.size and isinstance(array.flat[0], dict):  # records output

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from mlops_platform.errors import UserError
-from mlops_platform.serving.challenger import CHALLENGER, CHAMPION, SHADOW, _labels
+from mlops_platform.serving.challenger import CHALLENGER, CHAMPION, SHADOW, row_labels
 from mlops_platform.tracking.tags import (
     CHALLENGER_VERSION_TAG,
     CHAMPION_VERSION_TAG,
@@ -77,7 +77,7 @@ def summarize(lines: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         _count(versions[CHALLENGER], shadow.get("latency_ms"), error="error" in shadow)
         if "predictions" in shadow:
-            ours, theirs = _labels(line["predictions"]), _labels(shadow["predictions"])
+            ours, theirs = row_labels(line["predictions"]), row_labels(shadow["predictions"])
             if ours.shape == theirs.shape:
                 compared += len(ours)
                 agreement += int((ours == theirs).sum())

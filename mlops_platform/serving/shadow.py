@@ -44,6 +44,9 @@ OFFLOAD_BYTES = 256 * 1024
 SEND_EVERY_S = 0.025
 # At most this many bytes of copies wait in the pipe's user-space buffer (a starved worker reads none).
 MAX_BUFFERED_BYTES = 32 * 1024 * 1024
+# At most this many bytes of requests are held for copies awaiting their result (the prediction log
+# needs each request's answer when its copy's result comes back).
+MAX_PENDING_BYTES = 64 * 1024 * 1024
 START_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 3.0
 RESTART_DELAY_S = 1.0
@@ -75,6 +78,7 @@ class ShadowWorker:
         self._outbox: list[dict[str, Any]] = []
         self._send_timer: asyncio.TimerHandle | None = None
         self._pending: dict[int, ShadowJob] = {}
+        self._pending_bytes = 0
         self._next_id = 0
         self._process: asyncio.subprocess.Process | None = None
         self._ready = False
@@ -90,28 +94,30 @@ class ShadowWorker:
         self._failures = 0  # consecutive worker exits without a result in between
         self.last_exit: str | None = None
 
-    @contextlib.contextmanager
-    def champion_busy(self):
-        """Mark a champion request in flight for its whole duration."""
+    # A champion request in flight, from its start to its end (two plain calls, not a context manager:
+    # this is on every request's path, and a generator-based one costs 2 us, 1 % of a 1-row request).
+
+    def champion_started(self) -> None:
         if self._in_flight == 0:
             self.champion_busy_share.flip(True)
         self._in_flight += 1
-        try:
-            yield
-        finally:
-            self._in_flight -= 1
-            if self._in_flight == 0:
-                self.champion_busy_share.flip(False)
+
+    def champion_finished(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self.champion_busy_share.flip(False)
 
     def full(self) -> bool:
         """No room for another copy: the champion is saturated, no worker is ready, or the worker has
-        `capacity` copies (or MAX_BUFFERED_BYTES) not yet answered."""
+        `capacity` copies (or MAX_PENDING_BYTES of them, or MAX_BUFFERED_BYTES not yet written) not
+        yet answered."""
         champion_busy = self.champion_busy_share.value()
         self.last_champion_busy = champion_busy
         return (
             not self._ready
             or champion_busy > self.max_busy
             or len(self._pending) >= self.capacity
+            or self._pending_bytes > MAX_PENDING_BYTES
             or self._process.stdin.transport.get_write_buffer_size() > MAX_BUFFERED_BYTES
         )
 
@@ -120,6 +126,7 @@ class ShadowWorker:
         job_id = self._next_id
         self._next_id += 1
         self._pending[job_id] = job
+        self._pending_bytes += job.size
         self.queued += 1
         message = {"id": job_id, "queued_at": time.monotonic(), **job.message}
         if job.size > OFFLOAD_BYTES:
@@ -240,6 +247,7 @@ class ShadowWorker:
             job = self._pending.pop(result["id"], None)
             if job is None:
                 continue
+            self._pending_bytes -= job.size
             if "shed" in result:
                 self.shed += 1
                 job.shed()
@@ -254,6 +262,7 @@ class ShadowWorker:
         """Copies the worker never answered are shed, so every request keeps its log line."""
         self._outbox = []  # a pending send timer then finds it empty
         pending, self._pending = self._pending, {}
+        self._pending_bytes = 0
         for job in pending.values():
             self.shed += 1
             job.shed()

@@ -241,10 +241,47 @@ class Scorer:
             return [self._one(model, job) for job in group]
         latency = time.perf_counter() - started
         bounds = np.cumsum([0, *sizes])
+        agreed = _agreed_per_copy([job["ours_output"] for job in group], output, bounds)
+        if agreed is None or any(job["keep"] for job in group):
+            return [
+                _result(model, job, output[bounds[i] : bounds[i + 1]], None, latency, None)
+                for i, job in enumerate(group)
+            ]
+        # Nothing to log: the counts are all the server needs, computed for the whole burst at once
+        # (per copy, the arg-max and comparison cost more than the model's share of the call).
+        version = model.identity.version
         return [
-            _result(model, job, output[bounds[i] : bounds[i + 1]], None, latency, None)
-            for i, job in enumerate(group)
+            {
+                "id": job["id"],
+                "version": version,
+                "latency_s": latency,
+                "error": None,
+                "rows": size,
+                "agreed": n,
+            }
+            for job, size, n in zip(group, sizes, agreed.tolist(), strict=True)
         ]
+
+
+def _agreed_per_copy(ours_outputs: list[Any], theirs: Any, bounds: Any) -> Any | None:
+    """Rows on which the two models agree, per copy, for copies stacked into one call (`bounds`: where
+    each copy's rows start and end); None when the champion's outputs cannot be stacked the same way
+    (records, or shapes that differ), and each copy is then compared alone."""
+    import numpy as np
+
+    from mlops_platform.serving.challenger import row_labels
+
+    if any(output is None or output.dtype.hasobject for output in ours_outputs):
+        return None
+    try:
+        ours = np.concatenate(ours_outputs)
+    except ValueError:
+        return None
+    ours_labels, their_labels = row_labels(ours), row_labels(theirs)
+    if ours_labels.shape != their_labels.shape or len(ours_labels) != bounds[-1]:
+        return None
+    same = (ours_labels == their_labels).astype(np.int64)
+    return np.add.reduceat(same, bounds[:-1]) if len(same) else np.zeros(len(bounds) - 1, np.int64)
 
 
 def _unloaded(job: dict[str, Any]) -> dict[str, Any]:

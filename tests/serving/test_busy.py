@@ -35,10 +35,13 @@ def test_a_busy_champion_sheds_every_shadow_copy():
     worker = ShadowWorker(capacity=64, settings=dict, max_busy=0.8)
     worker._ready = True  # a worker is up: only the champion's load can refuse the copy
     worker.champion_busy_share = BusyShare(window_s=0.001)
-    with worker.champion_busy():
-        time.sleep(0.02)  # twenty time constants with a request in flight
-        assert worker.full()
+    worker.champion_started()
+    time.sleep(0.02)  # twenty time constants with a request in flight
+    assert worker.full()
+    worker.champion_finished()
     assert worker.last_champion_busy > 0.8
+    time.sleep(0.02)  # and as long with none: the champion no longer counts as busy
+    assert worker.champion_busy_share.value() < 0.01
 
 
 @pytest.mark.parametrize("value", ["0", "1.5"])

@@ -282,3 +282,71 @@ def test_canary_routes_sticky_users_names_the_version_and_the_guard_stops_a_fail
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output[result.output.index("{") :])
     assert summary["mode"] == "canary" and summary["versions"]["challenger"]["errors"] == 3
+
+
+def _health_after_concurrent_requests(server: ServerProcess, bodies: list[dict]) -> dict:
+    """/health once every shadow copy of `bodies`, sent 8 at a time, is scored or shed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:  # concurrent requests: their copies travel as bursts
+        statuses = list(pool.map(lambda body: server.post(body).status_code, bodies))
+    assert statuses == [200] * len(bodies)
+
+    def settled() -> dict | bool:
+        health = server.get("/health").json()
+        report = health["shadow"]
+        return report["scored"] + report["shed"] == len(bodies) and report["waiting"] == 0 and health
+
+    return _wait(settled, server, "shadow copies not settled")
+
+
+def test_shadow_without_a_log_counts_agreement_per_copy_for_bursts_scored_in_one_call(versions, tmp_path):
+    """No prediction log: the worker scores each burst in one model call and counts agreement for the
+    whole burst at once; the counts must be those of each copy compared alone."""
+    uri, name = versions["uri"], versions["name"]
+    x, _ = digits_frame()
+    bodies = [{"dataframe_split": x.iloc[i * 3 : i * 3 + 3].to_dict(orient="split")} for i in range(40)]
+    for challenger, agrees in ((versions["v1"], True), (versions["v2"], False)):
+        _set_alias(uri, name, "challenger", challenger)
+        server = ServerProcess(
+            f"models:/{name}@champion",
+            uri,
+            tmp_path / f"serve-{challenger}.log",
+            "--challenger",
+            f"models:/{name}@challenger",
+            "--mode",
+            "shadow",
+            "--shadow-max-busy",
+            "1",  # score every copy this test can: the counts are what it checks
+        ).wait_ready()
+        try:
+            health = _health_after_concurrent_requests(server, bodies * 3)
+        finally:
+            server.stop()
+        scored = health["shadow"]["scored"]
+        assert scored > 0 and health["versions"]["challenger"]["errors"] == 0
+        # v1 beside itself agrees on every row; v2 (label + 1) on none.
+        assert health["agreement"]["rows"] == 3 * scored
+        assert health["agreement"]["agreed"] == (3 * scored if agrees else 0)
+
+
+def test_agreement_of_a_stacked_burst_equals_each_copy_compared_alone():
+    import numpy as np
+
+    from mlops_platform.serving.challenger import agreement_counts
+    from mlops_platform.serving.shadow_worker import _agreed_per_copy
+
+    rng = np.random.default_rng(0)
+    sizes = [1, 3, 2, 5]
+    ours = [rng.random((n, 4)) for n in sizes]
+    theirs = np.concatenate([o + rng.normal(0, 0.3, o.shape) for o in ours])
+    bounds = np.cumsum([0, *sizes])
+    expected = [agreement_counts(o, theirs[bounds[i] : bounds[i + 1]])[1] for i, o in enumerate(ours)]
+    assert _agreed_per_copy(ours, theirs, bounds).tolist() == expected
+    assert 0 < sum(expected) < sum(sizes)  # the case compares both agreeing and disagreeing rows
+    # Labels (1-D outputs) are compared as they are.
+    labels = [np.array(["a"]), np.array(["b", "c"])]
+    assert _agreed_per_copy(labels, np.array(["a", "x", "c"]), np.array([0, 1, 3])).tolist() == [1, 1]
+    # What cannot be stacked the same way is left to the per-copy comparison.
+    assert _agreed_per_copy([None, ours[1]], theirs[:4], bounds[:3]) is None
+    assert _agreed_per_copy([rng.random((1, 4)), rng.random((2, 3))], theirs[:3], np.array([0, 1, 3])) is None
