@@ -29,7 +29,16 @@ Also measured, per model:
   and how much shadow work was scored and shed. Both servers run side by side and their cells
   alternate (`--shadow-rounds` pairs, A B B A ...): the ratios are medians of per-pair ratios, each
   with a 90 % bootstrap interval (scipy.stats.bootstrap), so a target inside the machine's noise shows
-  as such, and every cell is printed with the load average at its end.
+  as such, and every cell is printed with the load average at its end and the CPU seconds of the
+  server and of its shadow worker.
+  The shadow cells pin the load generator to a CPU of its own and both servers, with their workers, to
+  the others (`--no-shadow-pin` to share them all), and take the champion-only maximum there. Why: with
+  the load generator, the server's two threads and the worker on the same two cores, a champion-only
+  server's saturated throughput flips between ~3,600 and ~5,700 req/s from cell to cell, so an A/A
+  control (`--shadow-control`: the second server champion-only too) read 0.88x [0.70-1.02] with
+  identical servers, 12 pairs, torch; pinned, the same control reads p99 0.95x [0.90-1.09] and
+  throughput 0.99x [0.97-1.00]. A client on a CPU of its own is also what a server sees in production
+  (its clients are elsewhere); the worker then shares the champion's own CPU, the harder case for it.
 """
 
 from __future__ import annotations
