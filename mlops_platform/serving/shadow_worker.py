@@ -241,8 +241,9 @@ class Scorer:
             return [self._one(model, job) for job in group]
         latency = time.perf_counter() - started
         bounds = np.cumsum([0, *sizes])
-        agreed = _agreed_per_copy([job["ours_output"] for job in group], output, bounds)
-        if agreed is None or any(job["keep"] for job in group):
+        logged = any(job["keep"] for job in group)
+        agreed = None if logged else _agreed_per_copy([job["ours_output"] for job in group], output, bounds)
+        if agreed is None:
             return [
                 _result(model, job, output[bounds[i] : bounds[i + 1]], None, latency, None)
                 for i, job in enumerate(group)
