@@ -1,10 +1,11 @@
 """How busy the champion is: the share of recent wall time during which it had a request in flight.
 
 The shadow's admission test (shadow.py). Read at the end of `benchmarks/serving.py --shadow` cells
-(sklearn and torch models, 2 vCPUs, 1-row requests): 0.68-0.77 at half the champion's maximum rate
-(open loop), 0.88-1.00 at saturation (closed loop, 8 connections). The event loop thread's own CPU
-share separates the two worse (0.49-0.51 against 0.58-0.74), and the model thread's not at all: the
-loop, parsing and answering, is what saturates, and then shares the cores with the load.
+(sklearn and torch models, 2 vCPUs shared with the load generator, 1-row requests): 0.68-0.77 at half
+the champion's maximum rate (open loop), 0.88-1.00 at saturation (closed loop, 8 connections). The
+event loop thread's own CPU share separates the two worse (0.49-0.51 against 0.58-0.74), and the model
+thread's not at all: the loop, parsing and answering, is what saturates, and then shares the cores
+with the load.
 """
 
 from __future__ import annotations
