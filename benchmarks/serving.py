@@ -223,7 +223,7 @@ def start_server(
         stderr=subprocess.STDOUT,
         env=env,
         start_new_session=True,
-        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+        preexec_fn=_pinned_to(cpus),
     )
     import requests
 
@@ -238,6 +238,11 @@ def start_server(
             pass
         time.sleep(0.3)
     raise SystemExit(f"{kind} server did not start:\n{log_path.read_text()[-3000:]}")
+
+
+def _pinned_to(cpus: set[int] | None):
+    """A child's pre-exec hook that keeps it (and every thread and child it starts) on `cpus`."""
+    return (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
 
 
 def stop_server(process: subprocess.Popen) -> None:
@@ -397,7 +402,7 @@ def run_load(
             check=True,
             capture_output=True,
             text=True,
-            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+            preexec_fn=_pinned_to(cpus),
         ).stdout
     finally:
         os.unlink(handle.name)
@@ -688,8 +693,9 @@ def measure_shadow(
     if args.shadow_control:
         shadow_options = ()
     server_cpus = client_cpus = None
-    if args.shadow_pin:
-        cpus = sorted(os.sched_getaffinity(0))
+    cpus = sorted(os.sched_getaffinity(0))
+    pinned = args.shadow_pin and len(cpus) > 1
+    if pinned:
         server_cpus, client_cpus = set(cpus[:-1]), {cpus[-1]}
     servers: dict[str, tuple[int, subprocess.Popen]] = {}
     cells: list[dict] = []
@@ -703,7 +709,7 @@ def measure_shadow(
                     "ours", f"models:/{name}@champion", tracking_uri, port, log, *options, cpus=server_cpus
                 ),
             )
-        if args.shadow_pin:  # the maximum on the servers' own CPUs
+        if pinned:  # the maximum on the servers' own CPUs
             maxima = [run_load(servers["alone"][0], body, args, cpus=client_cpus)["rps"] for _ in range(3)]
             rate = statistics.median(maxima) / 2
             print(f"  {kind:8s} champion-only maximum on CPUs {sorted(server_cpus)}: {maxima} req/s")
