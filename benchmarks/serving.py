@@ -39,6 +39,11 @@ Also measured, per model:
   identical servers, 12 pairs, torch; pinned, the same control reads p99 0.95x [0.90-1.09] and
   throughput 0.99x [0.97-1.00]. A client on a CPU of its own is also what a server sees in production
   (its clients are elsewhere); the worker then shares the champion's own CPU, the harder case for it.
+  Both servers are started afresh every `--shadow-restart-every` pairs (default 2): two processes of
+  the same server and model differ by a few per cent in throughput for their whole life (memory
+  layout, where their threads landed), and at half the maximum rate the server's one CPU is 75-90 %
+  busy, where a few per cent more work per request moves the p99 by tens of per cent; with one pair
+  of processes for the whole measurement, that luck was in every pair's ratio alike.
 """
 
 from __future__ import annotations
@@ -371,6 +376,8 @@ async def _drive_rate(
         else float("nan"),
         "errors": state["errors"],
         "last_error": state["last_error"],
+        # Every latency (us), for the p99 over all of a server's cells (measure_shadow).
+        "latencies_us": [round(1e6 * latency) for latency in latencies],
     }
 
 
@@ -431,6 +438,12 @@ def main() -> None:
         "--shadow-control",
         action="store_true",
         help="A/A control: the second server runs champion-only too (the noise floor of the ratios)",
+    )
+    parser.add_argument(
+        "--shadow-restart-every",
+        type=int,
+        default=2,
+        help="start both servers afresh every N pairs (0: never), so no one process's luck sets the ratios",
     )
     parser.add_argument(
         "--shadow-pin",
@@ -573,6 +586,48 @@ def median_interval(ratios: list[float], confidence: float = 0.9) -> tuple[float
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
+def pooled_p99_ratio(pairs: list[tuple[list[int], list[int]]], confidence: float = 0.9) -> dict:
+    """The p99 over every request of the shadow server's rate cells against the same over the
+    champion-only server's, with a bootstrap interval that resamples whole pairs of cells.
+
+    Why beside the median of per-pair ratios: a cell's p99 is its ~50 slowest requests, so one stall of
+    the VM inside a 2 s cell sets that cell's p99 (cells of the same server read 4-30 ms), and a ratio
+    of two such numbers is mostly noise; over all of a server's cells the same stall is a small share
+    of the requests, and the p99 is what the server's clients saw, with and without the shadow."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    alone = [np.asarray(a, dtype=np.int64) for a, _ in pairs]
+    shadow = [np.asarray(s, dtype=np.int64) for _, s in pairs]
+
+    def ratio(indices) -> float:
+        chosen = np.asarray(indices, dtype=np.int64)
+        return float(
+            np.percentile(np.concatenate([shadow[i] for i in chosen]), 99)
+            / np.percentile(np.concatenate([alone[i] for i in chosen]), 99)
+        )
+
+    everything = np.arange(len(pairs))
+    result = {
+        "p99_pooled_alone_ms": float(np.percentile(np.concatenate(alone), 99)) / 1e3,
+        "p99_pooled_shadow_ms": float(np.percentile(np.concatenate(shadow), 99)) / 1e3,
+        "p99_pooled_ratio": ratio(everything),
+        "p99_pooled_interval": (float("nan"), float("nan")),
+    }
+    if len(pairs) >= 3:
+        interval = bootstrap(
+            (everything,),
+            ratio,
+            vectorized=False,
+            confidence_level=confidence,
+            n_resamples=1000,
+            method="percentile",
+            random_state=0,
+        ).confidence_interval
+        result["p99_pooled_interval"] = (float(interval.low), float(interval.high))
+    return result
+
+
 def print_shadow(shadows: list[dict], args: argparse.Namespace) -> None:
     print(
         "\nShadow mode (ours, challenger = a second version, 1-row requests; medians of "
@@ -606,9 +661,17 @@ def print_shadow(shadows: list[dict], args: argparse.Namespace) -> None:
                 f"{c['cpu_server']:.2f} / {c['cpu_worker']:.2f} |"
             )
     for r in shadows:
+        low, high = r["p99_pooled_interval"]
+        print(
+            f"{r['model']}: p99 over all rate cells of each server (every request pooled): "
+            f"{r['p99_pooled_alone_ms']:.2f} ms champion only, {r['p99_pooled_shadow_ms']:.2f} ms with the "
+            f"shadow, {r['p99_pooled_ratio']:.2f}x [{low:.2f}-{high:.2f}] (pairs resampled)"
+        )
+    for r in shadows:
         print(
             f"{r['model']}: at the fixed rate the shadow scored {r['scored_at_rate']} of "
-            f"{r['copies_at_rate']} copies; worker {r['worker']}"
+            f"{r['copies_at_rate']} copies; {r['processes']} pairs of server processes in all; "
+            f"last worker {r['worker']}"
         )
 
 
@@ -699,28 +762,40 @@ def measure_shadow(
         server_cpus, client_cpus = set(cpus[:-1]), {cpus[-1]}
     servers: dict[str, tuple[int, subprocess.Popen]] = {}
     cells: list[dict] = []
-    try:
-        for label, options in (("alone", ()), ("shadow", shadow_options)):
+
+    def restart_servers(generation: int) -> None:
+        """Both servers as fresh processes (the order they start in alternates too)."""
+        for _, process in servers.values():
+            stop_server(process)
+        servers.clear()
+        labels = [("alone", ()), ("shadow", shadow_options)]
+        for label, options in labels if generation % 2 == 0 else labels[::-1]:
             port = free_port()
-            log = home / f"shadow-{label}-{kind}.log"
+            log = home / f"shadow-{label}-{kind}-{generation}.log"
             servers[label] = (
                 port,
                 start_server(
                     "ours", f"models:/{name}@champion", tracking_uri, port, log, *options, cpus=server_cpus
                 ),
             )
+
+    def shadow_counts() -> tuple[int, int]:
+        health = requests.get(f"http://{LOOPBACK}:{servers['shadow'][0]}/health", timeout=10).json()
+        shadow = health.get("shadow", {})
+        return shadow.get("scored", 0), shadow.get("shed", 0)
+
+    generation = 0
+    try:
+        restart_servers(generation)
         if pinned:  # the maximum on the servers' own CPUs
             maxima = [run_load(servers["alone"][0], body, args, cpus=client_cpus)["rps"] for _ in range(3)]
             rate = statistics.median(maxima) / 2
             print(f"  {kind:8s} champion-only maximum on CPUs {sorted(server_cpus)}: {maxima} req/s")
-
-        def shadow_counts() -> tuple[int, int]:
-            health = requests.get(f"http://{LOOPBACK}:{servers['shadow'][0]}/health", timeout=10).json()
-            shadow = health.get("shadow", {})
-            return shadow.get("scored", 0), shadow.get("shed", 0)
-
         for load, cell_rate in (("rate", rate), ("saturated", None)):
             for index in range(args.shadow_rounds):
+                if index and args.shadow_restart_every and index % args.shadow_restart_every == 0:
+                    generation += 1
+                    restart_servers(generation)
                 order = ("alone", "shadow") if index % 2 == 0 else ("shadow", "alone")
                 for label in order:
                     before, cpu_before = shadow_counts(), cpu_seconds(servers[label][1].pid)
@@ -732,6 +807,7 @@ def measure_shadow(
                             "load": load,
                             "pair": index,
                             "server": label,
+                            "processes": generation,
                             "rps": cell["rps"],
                             "p50_ms": cell["p50_ms"],
                             "p99_ms": cell["p99_ms"],
@@ -741,6 +817,7 @@ def measure_shadow(
                             # CPU seconds over the cell (warm-up included): server, shadow worker
                             "cpu_server": cpu_after[0] - cpu_before[0],
                             "cpu_worker": cpu_after[1] - cpu_before[1],
+                            "latencies_us": cell.get("latencies_us"),
                         }
                     )
                     print(
@@ -761,6 +838,9 @@ def measure_shadow(
 
     p99, rps = pairs("rate", "p99_ms"), pairs("saturated", "rps")
     p99_ratios, rps_ratios = [s / a for a, s in p99], [s / a for a, s in rps]
+    pooled = pooled_p99_ratio(pairs("rate", "latencies_us"))
+    for c in cells:
+        c.pop("latencies_us")
     return {
         "model": kind,
         "rate": rate,
@@ -769,6 +849,7 @@ def measure_shadow(
         "p99_shadow_ms": statistics.median(s for _, s in p99),
         "p99_ratio": statistics.median(p99_ratios),
         "p99_ratio_interval": median_interval(p99_ratios),
+        **pooled,
         "max_alone": statistics.median(a for a, _ in rps),
         "max_shadow": statistics.median(s for _, s in rps),
         "throughput_ratio": statistics.median(rps_ratios),
@@ -778,6 +859,7 @@ def measure_shadow(
         "scored_at_rate": sum(c["scored"] for c in cells if c["load"] == "rate"),
         "copies_at_rate": sum(c["scored"] + c["shed"] for c in cells if c["load"] == "rate"),
         "worker": worker.get("shadow", {}).get("worker"),
+        "processes": generation + 1,
     }
 
 

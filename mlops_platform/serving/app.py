@@ -32,7 +32,7 @@ from starlette.routing import Route
 from mlops_platform.serving import challenger as ab
 from mlops_platform.serving.config import ServeConfig
 from mlops_platform.serving.errors import RequestError
-from mlops_platform.serving.heap import freeze_startup_heap
+from mlops_platform.serving.heap import CollectorClock, freeze_startup_heap
 from mlops_platform.serving.prediction_log import PredictionLog
 from mlops_platform.serving.predictors import ModelIdentity, ServedModel, load_served_model
 from mlops_platform.serving.reload import ModelSlot
@@ -113,6 +113,7 @@ class ScoringService:
         )
         self.started_at = time.time()
         self.frozen_objects = 0
+        self.collector_clock = CollectorClock()
         self.served = 0
         self.refused = 0
 
@@ -377,7 +378,11 @@ class ScoringService:
                 if self.prediction_log
                 else None
             ),
-            "gc": {"frozen_at_start": self.frozen_objects, "full_passes": gc.get_stats()[2]["collections"]},
+            "gc": {
+                "frozen_at_start": self.frozen_objects,
+                "full_passes": gc.get_stats()[2]["collections"],
+                **self.collector_clock.report(),
+            },
             **(self.challenger_report() if self.challenger is not None else {}),
         }
 
@@ -413,6 +418,7 @@ class ScoringService:
         if self.prediction_log is not None:
             self.prediction_log.start()
         self.frozen_objects = freeze_startup_heap()  # the models are loaded: full GC passes skip them
+        self.collector_clock.start()
         model = self.champion.current
         logger.info("serving %s (%s) on pid %d", model.identity.resolved_uri, model.flavor, os.getpid())
         if self.challenger is not None:
@@ -422,6 +428,7 @@ class ScoringService:
         try:
             yield
         finally:
+            self.collector_clock.stop()  # tests start several servers in one process
             await self.shadow.stop()
             await self.champion.stop()
             if self.challenger is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
 
 logger = logging.getLogger(__name__)
 
@@ -29,3 +30,36 @@ def freeze_startup_heap() -> int:
     frozen = gc.get_freeze_count()
     logger.info("froze %d startup objects out of the garbage collector's passes", frozen)
     return frozen
+
+
+class CollectorClock:
+    """Wall time the garbage collector spent, per generation, since `start()` (for /health): a
+    collection runs on whatever thread allocated when a threshold was crossed, so on the serving path
+    it is a pause of the event loop."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.passes = [0, 0, 0]
+        self._started_at = 0.0
+
+    def start(self) -> None:
+        if self._callback not in gc.callbacks:
+            gc.callbacks.append(self._callback)
+
+    def stop(self) -> None:
+        if self._callback in gc.callbacks:
+            gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started_at = time.perf_counter()
+        else:
+            generation = info["generation"]
+            self.seconds[generation] += time.perf_counter() - self._started_at
+            self.passes[generation] += 1
+
+    def report(self) -> dict:
+        return {
+            "passes_by_generation": list(self.passes),
+            "seconds_by_generation": [round(seconds, 4) for seconds in self.seconds],
+        }

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gc
 
-from mlops_platform.serving.heap import freeze_startup_heap
+from mlops_platform.serving.heap import CollectorClock, freeze_startup_heap
 
 
 def test_a_real_server_reports_its_startup_heap_frozen(sklearn_server, torch_server):
@@ -14,6 +14,8 @@ def test_a_real_server_reports_its_startup_heap_frozen(sklearn_server, torch_ser
         # MLflow, pandas, scikit-learn (and torch) alone are far more than this many objects.
         assert report["frozen_at_start"] > 50_000, report
         assert report["full_passes"] >= 0
+        # The collector's own time per generation, counted since the models were loaded.
+        assert len(report["passes_by_generation"]) == len(report["seconds_by_generation"]) == 3
         assert "froze" in server.log_text() and "startup objects" in server.log_text()
 
 
@@ -29,3 +31,21 @@ def test_freezing_moves_live_objects_out_of_the_collected_generations():
     finally:
         gc.unfreeze()
     assert gc.get_freeze_count() == 0
+
+
+def test_the_collector_clock_times_each_generation_and_stops_counting_when_stopped():
+    clock = CollectorClock()
+    clock.start()
+    try:
+        clock.start()  # idempotent: one callback, so one count per pass
+        garbage = [[index] for index in range(200_000)]  # a full pass has these to walk
+        del garbage
+        gc.collect(0)
+        gc.collect(2)
+    finally:
+        clock.stop()
+    report = clock.report()
+    assert report["passes_by_generation"][0] >= 1 and report["passes_by_generation"][2] >= 1, report
+    assert report["seconds_by_generation"][2] > 0, report
+    gc.collect(2)
+    assert clock.report() == report  # stopped: no callback left behind
