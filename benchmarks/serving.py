@@ -39,6 +39,9 @@ Also measured, per model:
   identical servers, 12 pairs, torch; pinned, the same control reads p99 0.95x [0.90-1.09] and
   throughput 0.99x [0.97-1.00]. A client on a CPU of its own is also what a server sees in production
   (its clients are elsewhere); the worker then shares the champion's own CPU, the harder case for it.
+  `--shadow-worker-cpus spare` puts the shadow worker on the CPUs the servers leave (`mlops serve
+  --shadow-cpus`), as on a machine with a CPU to spare; on 2 CPUs that is the load generator's, which
+  preempts the worker (SCHED_IDLE) and whose timing any interference counts against the shadow.
   Both servers are started afresh every `--shadow-restart-every` pairs (default 2): two processes of
   the same server and model differ by a few per cent in throughput for their whole life (memory
   layout, where their threads landed), and at half the maximum rate the server's one CPU is 75-90 %
@@ -446,6 +449,14 @@ def main() -> None:
         help="start both servers afresh every N pairs (0: never), so no one process's luck sets the ratios",
     )
     parser.add_argument(
+        "--shadow-worker-cpus",
+        choices=("server", "spare"),
+        default="server",
+        help="pinned shadow cells: the shadow worker on the servers' CPUs (default: it shares the "
+        "champion's) or on the CPUs the servers leave (`mlops serve --shadow-cpus`; on 2 CPUs, the load "
+        "generator's)",
+    )
+    parser.add_argument(
         "--shadow-pin",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -760,6 +771,8 @@ def measure_shadow(
     pinned = args.shadow_pin and len(cpus) > 1
     if pinned:
         server_cpus, client_cpus = set(cpus[:-1]), {cpus[-1]}
+        if args.shadow_worker_cpus == "spare" and not args.shadow_control:
+            shadow_options += ("--shadow-cpus", ",".join(map(str, sorted(client_cpus))))
     servers: dict[str, tuple[int, subprocess.Popen]] = {}
     cells: list[dict] = []
 

@@ -30,14 +30,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mlops_platform.serving import challenger as ab
-from mlops_platform.serving.config import ServeConfig
+from mlops_platform.serving.config import ServeConfig, parse_cpu_list
 from mlops_platform.serving.errors import RequestError
 from mlops_platform.serving.heap import CollectorClock, freeze_startup_heap
 from mlops_platform.serving.prediction_log import PredictionLog
 from mlops_platform.serving.predictors import ModelIdentity, ServedModel, load_served_model
 from mlops_platform.serving.reload import ModelSlot
 from mlops_platform.serving.scoring import Answer, score
-from mlops_platform.serving.shadow import ShadowJob, ShadowWorker
+from mlops_platform.serving.shadow import OFFLOAD_BYTES, ShadowJob, ShadowWorker
 from mlops_platform.serving.shadow_worker import pack
 
 logger = logging.getLogger("mlops_platform.serving")
@@ -89,7 +89,9 @@ class ScoringService:
         self.tracking_uri = tracking_uri
         self.champion = ModelSlot.open(config.model_uri, tracking_uri, config.reload_interval, self.load)
         self.challenger: ModelSlot | None = None
-        self.shadow = ShadowWorker(config.shadow_queue, self.shadow_settings, config.shadow_max_busy)
+        self.shadow = ShadowWorker(
+            config.shadow_queue, self.shadow_settings, config.shadow_max_busy, self.shadow_counts
+        )
         if config.challenger:
             try:
                 self.challenger = ModelSlot.open(
@@ -114,6 +116,7 @@ class ScoringService:
         self.started_at = time.time()
         self.frozen_objects = 0
         self.collector_clock = CollectorClock()
+        self._same_input: tuple[ServedModel, ServedModel, bool] | None = None
         self.served = 0
         self.refused = 0
 
@@ -147,6 +150,7 @@ class ScoringService:
             "max_wait_ms": self.config.max_wait_ms,
             "allow_unsafe": self.config.allow_unsafe_models,
             "capacity": self.config.shadow_queue,
+            "cpus": sorted(parse_cpu_list(self.config.shadow_cpus)) if self.config.shadow_cpus else None,
         }
 
     # Routes.
@@ -262,7 +266,15 @@ class ScoringService:
                     request_id, champion, answer, {**self.champion_extra(latency, extra), "shadow": shed}
                 )
             return
-        reuse = answer.output is not None and same_input(champion, challenger)
+        reuse = answer.output is not None and self.same_input(champion, challenger)
+        if (
+            reuse
+            and not logged
+            and not champion.records_output
+            and answer.inputs.nbytes + answer.output.nbytes <= OFFLOAD_BYTES
+        ):
+            self.shadow.offer_counted(challenger.identity, answer.inputs, answer.output)
+            return
         message = {
             "identity": challenger.identity,
             # Same signature: the champion's validated array is the challenger's input too.
@@ -302,6 +314,26 @@ class ScoringService:
 
         size = len(body) if answer.inputs is None else max(len(body), answer.inputs.nbytes)
         self.shadow.offer(ShadowJob(message, size, finish, shed))
+
+    def shadow_counts(self, result: dict[str, Any]) -> None:
+        """A burst of counted shadow copies came back (ShadowWorker.offer_counted)."""
+        stats = self.stats[ab.CHALLENGER]
+        stats.observe_many(result["latencies_s"], len(result["errors"]))
+        self.agreement.add(result["rows"], result["agreed"])
+        if result["errors"]:
+            logger.warning(
+                "challenger %s failed on %d shadow copies: %s",
+                result["version"],
+                len(result["errors"]),
+                result["errors"][0],
+            )
+
+    def same_input(self, champion: ServedModel, challenger: ServedModel) -> bool:
+        """`same_input`, remembered for the pair of models (asked once per request)."""
+        cached = self._same_input
+        if cached is None or cached[0] is not champion or cached[1] is not challenger:
+            cached = self._same_input = (champion, challenger, same_input(champion, challenger))
+        return cached[2]
 
     @staticmethod
     def answered(answer: Answer, request_id: str, model: ServedModel, role: str) -> Response:

@@ -47,6 +47,12 @@ class VersionStats:
         if ok:
             self._latencies.append(seconds)
 
+    def observe_many(self, ok_seconds: list[float], errors: int) -> None:
+        """`observe` for many at once: the latencies of those that succeeded, and a count of failures."""
+        self.requests += len(ok_seconds) + errors
+        self.errors += errors
+        self._latencies.extend(ok_seconds)
+
     def report(self, version: str | None) -> dict[str, Any]:
         latencies = np.asarray(self._latencies) * 1e3
         p50, p99 = np.percentile(latencies, [50, 99]) if latencies.size else (None, None)

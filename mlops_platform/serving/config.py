@@ -3,9 +3,10 @@ generated from these fields, their help from the descriptions)."""
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlops_platform.errors import UserError
 
@@ -68,6 +69,11 @@ class ServeConfig(BaseModel):
         description="Shed shadow copies while the champion had requests in flight for more than this "
         "share of the last ~0.25 s (lower: less shadow coverage, less cost to the champion).",
     )
+    shadow_cpus: str | None = Field(
+        None,
+        description="CPUs the shadow worker may run on (e.g. 3 or 2-3,6): keep its scoring off the "
+        "champion's CPUs; default: the server's own.",
+    )
     guard_error_rate: float = Field(
         0.01, ge=0, le=1, description="Canary guard: stop routing above this challenger error rate..."
     )
@@ -78,10 +84,19 @@ class ServeConfig(BaseModel):
         "python_model). Only when everyone who can log to the registry is trusted.",
     )
 
+    @field_validator("shadow_cpus")
+    @classmethod
+    def _cpus_this_process_may_use(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_cpu_list(value)
+        return value
+
     @model_validator(mode="after")
     def _challenger_options_need_a_challenger(self) -> ServeConfig:
         if self.challenger is None and self.sticky_header is not None:
             raise ValueError("--sticky-header needs --challenger and --mode canary")
+        if self.shadow_cpus is not None and (self.challenger is None or self.mode != "shadow"):
+            raise ValueError("--shadow-cpus needs --challenger and --mode shadow")
         if self.challenger is not None and self.challenger == self.model_uri:
             raise ValueError(f"--challenger {self.challenger!r} is the model already served")
         return self
@@ -102,3 +117,21 @@ class ServeConfig(BaseModel):
     @classmethod
     def from_json(cls, text: str) -> ServeConfig:
         return cls.model_validate_json(text)
+
+
+def parse_cpu_list(text: str) -> set[int]:
+    """CPU numbers from a list such as `3` or `0-1,4` (the form of taskset -c and /proc's
+    Cpus_allowed_list), each one a CPU of this machine."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        if not first.isdigit() or (last and not last.isdigit()) or (last and int(last) < int(first)):
+            raise ValueError(f"{text!r} is not a CPU list such as 3 or 0-1,4")
+        cpus.update(range(int(first), int(last or first) + 1))
+    # Any CPU of the machine, not only this process's own: a server pinned with taskset may put its
+    # worker on the CPUs it leaves free. (A container's cpuset may still refuse some: the worker then
+    # says so in the log and runs on the server's CPUs.)
+    missing = {cpu for cpu in cpus if cpu >= (os.cpu_count() or 1)}
+    if missing:
+        raise ValueError(f"CPUs {sorted(missing)} do not exist here (0-{(os.cpu_count() or 1) - 1})")
+    return cpus

@@ -16,10 +16,13 @@ In:  first {"init": settings}, then any number of {"load": identity} (the servin
      another challenger version: load it now, not on the next copy) and jobs
      {"id", "queued_at", "identity", "array" or "body" + "content_type", "ours_output",
      "ours_predictions", "keep"}, alone or in lists (the server sends the copies of a few dozen
-     milliseconds in one frame).
-Out: {"ready": pid, "priority": ...} once the first version is loaded, then one result per job:
+     milliseconds in one frame); copies nobody logs come as bursts {"burst", "identity", "queued_at",
+     "sizes", "array", "ours_output"}: the copies' inputs and the champion's outputs stacked.
+Out: {"ready": pid, "priority": ..., "cpus": [...]} once the first version is loaded, then one result
+     per job:
      {"id", "version", "latency_s", "error", "rows", "agreed"} (+ "output", "predictions" when "keep"),
-     or {"id", "shed": reason}. Results are sent in bursts (a list): once `flush_at` of them (a quarter
+     or {"id", "shed": reason}; per burst one {"burst", "version", "latencies_s", "errors", "rows",
+     "agreed", "shed"}. Results are sent in bursts (a list): once `flush_at` of them (a quarter
      of the server's --shadow-queue) are ready or the oldest is `FLUSH_S` old, so the champion's event
      loop is woken once per burst, not once per copy.
 """
@@ -27,6 +30,7 @@ Out: {"ready": pid, "priority": ...} once the first version is loaded, then one 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import pickle
 import select
@@ -98,6 +102,24 @@ def lower_priority() -> str:
     if idle and os.sched_getscheduler(0) == os.SCHED_IDLE:
         return f"SCHED_IDLE, {niceness}"
     return niceness
+
+
+def run_on(cpus: set[int]) -> None:
+    """Every thread of this process on `cpus` (`mlops serve --shadow-cpus`: the CPUs the champion does
+    not use, so the challenger's scoring neither preempts the champion's threads nor evicts their data
+    from that CPU's caches; on Linux affinity is per thread, like priority)."""
+    try:
+        threads = [int(tid) for tid in os.listdir("/proc/self/task")]
+    except OSError:
+        threads = [0]
+    try:
+        for tid in threads:
+            os.sched_setaffinity(tid, cpus)
+    except OSError as error:  # a cpuset without them: score on the server's CPUs rather than not at all
+        _logger().warning("cannot run on CPUs %s (%s); staying on the server's", sorted(cpus), error)
+        for tid in threads:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, os.sched_getaffinity(os.getppid()))
 
 
 def one_compute_thread() -> None:
@@ -341,16 +363,83 @@ def _logger():
     return logging.getLogger("mlops_platform.serving")
 
 
+def expand_bursts(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Jobs, with each burst of counted copies (shadow.CountedBurst) taken apart into a job per copy,
+    whose id is (burst id, index)."""
+    import numpy as np
+
+    jobs: list[dict[str, Any]] = []
+    for message in messages:
+        if "burst" not in message:
+            jobs.append(message)
+            continue
+        array, ours = unpack(message["array"]), unpack(message["ours_output"])
+        bounds = np.cumsum([0, *message["sizes"]]).tolist()
+        jobs += (
+            {
+                "id": (message["burst"], index),
+                "queued_at": message["queued_at"],
+                "identity": message["identity"],
+                "array": array[start:stop],
+                "body": None,
+                "content_type": None,
+                "ours_output": ours[start:stop],
+                "ours_predictions": None,
+                "keep": False,
+            }
+            for index, (start, stop) in enumerate(itertools.pairwise(bounds))
+        )
+    return jobs
+
+
+def counted(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The results, with those of a burst's copies folded into one per burst: what the server counts
+    (latencies, errors, shed copies, agreement), not a message per copy."""
+    others: list[dict[str, Any]] = []
+    bursts: dict[int, dict[str, Any]] = {}
+    for result in results:
+        if not isinstance(result["id"], tuple):
+            others.append(result)
+            continue
+        burst_id = result["id"][0]
+        burst = bursts.get(burst_id)
+        if burst is None:
+            burst = bursts[burst_id] = {
+                "burst": burst_id,
+                "version": None,
+                "latencies_s": [],
+                "errors": [],
+                "rows": 0,
+                "agreed": 0,
+                "shed": 0,
+            }
+        if "shed" in result:
+            burst["shed"] += 1
+            continue
+        burst["version"] = result["version"]
+        if result["error"] is not None:
+            burst["errors"].append(result["error"])
+        else:
+            burst["latencies_s"].append(result["latency_s"])
+            burst["rows"] += result["rows"]
+            burst["agreed"] += result["agreed"]
+    return others + list(bursts.values())
+
+
 def serve_jobs(channel: Channel) -> None:
     init = channel.read()
     if init is None:
         return
     settings = init["init"]
+    if settings.get("cpus"):
+        # Before the model loads: the threads torch and BLAS start then inherit this process's CPUs.
+        run_on(set(settings["cpus"]))
     scorer = Scorer(settings)
     scorer.model_for(settings["identity"])  # loaded at normal priority: the server waits for it
     one_compute_thread()
     freeze_startup_heap()  # a full GC pass over torch's heap is CPU the champion may need
-    channel.write({"ready": os.getpid(), "priority": lower_priority()})
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    channel.write({"ready": os.getpid(), "priority": lower_priority(), "cpus": cpus})
     flush_at = max(1, min(RESULT_BATCH, settings["capacity"] // 4))
     results: list[dict[str, Any]] = []
     due = 0.0
@@ -363,19 +452,19 @@ def serve_jobs(channel: Channel) -> None:
         message = channel.read()
         while message is not None:
             if isinstance(message, list):
-                jobs += message
+                jobs += expand_bursts(message)
             elif "load" in message:
-                results += scorer.run(jobs)
+                results += counted(scorer.run(jobs))
                 jobs = []
                 scorer.model_for(message["load"])
             else:
-                jobs.append(message)
+                jobs += expand_bursts([message])
             if len(jobs) >= RESULT_BATCH or not channel.waiting():
                 break
             message = channel.read()
         if jobs and not results:
             due = time.monotonic() + FLUSH_S
-        results += scorer.run(jobs)
+        results += counted(scorer.run(jobs))
         if message is None:
             if results:
                 channel.write(results)

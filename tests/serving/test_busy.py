@@ -52,3 +52,20 @@ def test_shadow_max_busy_outside_0_1_is_refused_before_anything_loads(value):
 
     result = CliRunner().invoke(cli, ["serve", "--model-uri", "models:/absent@x", "--shadow-max-busy", value])
     assert result.exit_code == 1 and "invalid parameter shadow_max_busy" in result.output
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--challenger", "models:/absent@y", "--shadow-cpus", "4096"], "CPUs [4096] do not exist here"),
+        (["--challenger", "models:/absent@y", "--shadow-cpus", "1-0"], "is not a CPU list"),
+        (["--shadow-cpus", "0"], "--shadow-cpus needs --challenger and --mode shadow"),
+    ],
+)
+def test_shadow_cpus_the_server_may_not_use_are_refused_before_anything_loads(options, message):
+    from click.testing import CliRunner
+
+    from mlops_platform.cli import cli
+
+    result = CliRunner().invoke(cli, ["serve", "--model-uri", "models:/absent@x", *options])
+    assert result.exit_code == 1 and message in result.output, result.output

@@ -166,11 +166,20 @@ def test_shadow_scores_every_request_off_the_response_path_and_reports(versions,
     assert run.data.metrics["agreement_rate"] == pytest.approx(summary["agreement"]["rate"])
 
 
-def test_shadow_worker_is_an_idle_priority_process_whose_crash_only_sheds_copies(versions, tmp_path):
+def _thread_cpus(pid: int) -> set[frozenset[int]]:
+    """The CPU sets of every thread of a process (affinity is per thread on Linux)."""
+    return {frozenset(os.sched_getaffinity(int(tid))) for tid in os.listdir(f"/proc/{pid}/task")}
+
+
+def test_shadow_worker_is_an_idle_priority_process_on_its_cpus_whose_crash_only_sheds_copies(
+    versions, tmp_path
+):
     uri, name = versions["uri"], versions["name"]
     _set_alias(uri, name, "challenger", versions["v3"])
     log_path = tmp_path / "predictions.jsonl"
-    server = _serve(versions, tmp_path, log_path, "challenger", "shadow")
+    # The worker on the last CPU only (--shadow-cpus): on a machine with CPUs to spare, off the champion's.
+    worker_cpu = max(os.sched_getaffinity(0))
+    server = _serve(versions, tmp_path, log_path, "challenger", "shadow", "--shadow-cpus", str(worker_cpu))
     x, _ = digits_frame()
     sent: list[str] = []
 
@@ -195,6 +204,8 @@ def test_shadow_worker_is_an_idle_priority_process_whose_crash_only_sheds_copies
         first = psutil.Process(worker["pid"])
         assert first.ppid() == server.process.pid and first.nice() == 19
         assert os.sched_getscheduler(first.pid) == os.SCHED_IDLE
+        assert worker["cpus"] == [worker_cpu] and _thread_cpus(first.pid) == {frozenset({worker_cpu})}
+        assert len(os.sched_getaffinity(server.process.pid)) == len(os.sched_getaffinity(0))  # not the server
         send(10)
         assert _wait(settled, server, "shadow copies not settled")["scored"] > 0
 
@@ -208,6 +219,7 @@ def test_shadow_worker_is_an_idle_priority_process_whose_crash_only_sheds_copies
         worker = _wait(lambda: (w := shadow()["worker"])["ready"] and w, server, "no new shadow worker")
         assert worker["restarts"] == 1 and worker["pid"] != first.pid
         assert worker["last_exit"] == "killed by SIGKILL"
+        assert _thread_cpus(worker["pid"]) == {frozenset({worker_cpu})}  # the new worker too
         assert "shadow worker gone (killed by SIGKILL)" in server.log_text()
         scored_before = shadow()["scored"]
         send(10)
@@ -350,3 +362,88 @@ def test_agreement_of_a_stacked_burst_equals_each_copy_compared_alone():
     # What cannot be stacked the same way is left to the per-copy comparison.
     assert _agreed_per_copy([None, ours[1]], theirs[:4], bounds[:3]) is None
     assert _agreed_per_copy([rng.random((1, 4)), rng.random((2, 3))], theirs[:3], np.array([0, 1, 3])) is None
+
+
+def test_a_burst_of_counted_copies_travels_as_one_array_and_comes_back_as_one_count():
+    """Copies nobody logs go to the worker stacked (one message for the burst) and come back folded
+    into one result per burst; what the server adds up equals each copy taken alone."""
+    import pickle
+
+    import numpy as np
+
+    from mlops_platform.serving.shadow import CountedBurst
+    from mlops_platform.serving.shadow_worker import HEADER, counted, encode, expand_bursts
+
+    rng = np.random.default_rng(0)
+    identity = object()
+    inputs = [rng.random((n, 4)).astype(np.float32) for n in (1, 3, 2)]
+    ours = [rng.random((n, 10)).astype(np.float32) for n in (1, 3, 2)]
+    burst = CountedBurst(identity, inputs[0], ours[0])
+    for rows, output in zip(inputs, ours, strict=True):
+        assert burst.takes(identity, rows, output)
+        burst.add(rows, output)
+    # Another version, or outputs that do not stack, start a burst of their own.
+    assert not burst.takes(object(), inputs[0], ours[0])
+    assert not burst.takes(identity, inputs[0], ours[0][:, :5])
+    frame = encode([burst.message(7)])  # as it goes down the pipe: a length, then a pickle
+    (length,) = HEADER.unpack_from(frame)
+    message = pickle.loads(frame[HEADER.size : HEADER.size + length])[0]
+    jobs = expand_bursts([message, {"id": 3, "other": True}])
+    assert [job["id"] for job in jobs] == [(7, 0), (7, 1), (7, 2), 3]
+    for job, rows, output in zip(jobs, inputs, ours, strict=False):
+        np.testing.assert_array_equal(job["array"], rows)
+        np.testing.assert_array_equal(job["ours_output"], output)
+    results = [
+        {"id": (7, 0), "version": "2", "latency_s": 0.01, "error": None, "rows": 1, "agreed": 1},
+        {"id": (7, 1), "version": "2", "latency_s": 0.01, "error": None, "rows": 3, "agreed": 2},
+        {"id": (7, 2), "shed": "waited too long"},
+        {"id": 3, "version": "2", "latency_s": 0.02, "error": "boom", "rows": 0, "agreed": 0},
+    ]
+    assert counted(results) == [
+        results[3],
+        {
+            "burst": 7,
+            "version": "2",
+            "latencies_s": [0.01, 0.01],
+            "errors": [],
+            "rows": 4,
+            "agreed": 3,
+            "shed": 1,
+        },
+    ]
+
+
+def test_counted_copies_hold_their_place_in_the_queue_and_are_shed_with_a_worker_that_dies():
+    import asyncio
+
+    import numpy as np
+
+    from mlops_platform.serving.shadow import ShadowWorker
+
+    class Pipe:  # the worker's stdin, as far as the server's side uses it
+        def __init__(self):
+            self.frames: list[bytes] = []
+            self.transport = type("Transport", (), {"get_write_buffer_size": lambda self: 0})()
+
+        def write(self, frame: bytes) -> None:
+            self.frames.append(frame)
+
+    async def scenario() -> tuple[ShadowWorker, Pipe]:
+        worker = ShadowWorker(capacity=8, settings=dict, max_busy=1.0)
+        worker._loop = asyncio.get_running_loop()
+        worker._process = type("Process", (), {"stdin": Pipe(), "returncode": None, "pid": 1})()
+        worker._ready = True  # a worker up, the champion idle: only the queue's room decides
+        identity = object()
+        offered = 0
+        while not worker.full():
+            worker.offer_counted(identity, np.zeros((1, 4)), np.zeros((1, 2)))
+            offered += 1
+        # Capacity counts copies, not messages; every quarter of it went as one frame.
+        assert offered == 8 and worker.report()["waiting"] == 8 and len(worker._process.stdin.frames) == 4
+        worker._ready = False
+        worker._drop_pending()  # the worker died: every copy it had not answered is shed
+        return worker
+
+    worker = asyncio.run(scenario())
+    assert worker.shed == 8 and worker.report()["waiting"] == 0 and worker._pending_bytes == 0
+    assert not worker._bursts and worker._burst is None
