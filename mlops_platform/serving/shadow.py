@@ -8,7 +8,9 @@ Accepting a copy appends it to an outbox; the outbox goes to the worker as one p
 SEND_EVERY_S (sooner when `capacity / 4` copies wait), so the worker wakes a few dozen times a second
 and scores each burst in one model call, instead of waking, and taking a CPU the champion's threads
 and clients then miss, once per copy. Results also arrive in bursts and cost the champion a dictionary
-update each. The worker runs at SCHED_IDLE (and nice 19), so it takes CPU the champion does not need.
+update each. Copies nobody logs (no --log-predictions: only their counts matter) skip even that: a
+burst of them goes as one stacked array and comes back as one count (offer_counted). The worker runs
+at SCHED_IDLE (and nice 19), so it takes CPU the champion does not need.
 A worker that dies takes only its copies with it: they are shed, and a new worker starts after a
 delay that doubles with each consecutive failure.
 
@@ -188,7 +190,7 @@ class ShadowWorker:
             self._spawn(self._send_large(message))
             return
         self._outbox.append(message)
-        self._sent_soon(len(self._burst.inputs) if self._burst is not None else 0)
+        self._send_soon(len(self._burst.inputs) if self._burst is not None else 0)
 
     def offer_counted(self, identity: Any, inputs: np.ndarray, ours: np.ndarray) -> None:
         """Send a copy whose result only counts (no prediction log): the champion's validated `inputs`
@@ -205,9 +207,9 @@ class ShadowWorker:
         self._counted_waiting += 1
         self._pending_bytes += inputs.nbytes + ours.nbytes
         self.queued += 1
-        self._sent_soon(len(burst.inputs))
+        self._send_soon(len(burst.inputs))
 
-    def _sent_soon(self, waiting: int) -> None:
+    def _send_soon(self, waiting: int) -> None:
         if waiting + len(self._outbox) >= max(1, self.capacity // 4):
             self._send_outbox()
         elif self._send_timer is None:
