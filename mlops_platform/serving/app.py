@@ -316,17 +316,10 @@ class ScoringService:
         self.shadow.offer(ShadowJob(message, size, finish, shed))
 
     def shadow_counts(self, result: dict[str, Any]) -> None:
-        """A burst of counted shadow copies came back (ShadowWorker.offer_counted)."""
-        stats = self.stats[ab.CHALLENGER]
-        stats.observe_many(result["latencies_s"], len(result["errors"]))
+        """A burst of counted shadow copies came back (ShadowWorker.offer_counted): its failures count
+        on /health as a copy's do (no log line: a failing challenger would write one per burst)."""
+        self.stats[ab.CHALLENGER].observe_many(result["latencies_s"], len(result["errors"]))
         self.agreement.add(result["rows"], result["agreed"])
-        if result["errors"]:
-            logger.warning(
-                "challenger %s failed on %d shadow copies: %s",
-                result["version"],
-                len(result["errors"]),
-                result["errors"][0],
-            )
 
     def same_input(self, champion: ServedModel, challenger: ServedModel) -> bool:
         """`same_input`, remembered for the pair of models (asked once per request)."""
