@@ -86,7 +86,7 @@ class ServeConfig(BaseModel):
 
     @field_validator("shadow_cpus")
     @classmethod
-    def _cpus_this_process_may_use(cls, value: str | None) -> str | None:
+    def _cpus_of_this_machine(cls, value: str | None) -> str | None:
         if value is not None:
             parse_cpu_list(value)
         return value

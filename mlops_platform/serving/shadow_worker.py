@@ -75,6 +75,15 @@ def unpack(packed: Any) -> Any:
     return np.frombuffer(bytearray(data), dtype=dtype).reshape(shape)  # writable: torch wants that
 
 
+def _threads() -> list[int]:
+    """This process's thread ids (priority and affinity are per thread on Linux); [0], this thread,
+    where /proc is not there."""
+    try:
+        return [int(tid) for tid in os.listdir("/proc/self/task")]
+    except OSError:
+        return [0]
+
+
 def lower_priority() -> str:
     """The lowest CPU priority for every thread of this process (on Linux both are per thread, and the
     model's threads, BLAS's and the predict executor's, exist already; threads started later inherit
@@ -85,10 +94,7 @@ def lower_priority() -> str:
     task, by contrast, may finish its time slice (a millisecond or more) before the champion gets its
     CPU back, which shows in the champion's p99. The price: on a machine with no idle CPU the worker
     scores next to nothing, and its copies are shed and counted."""
-    try:
-        threads = [int(tid) for tid in os.listdir("/proc/self/task")]
-    except OSError:
-        threads = [0]
+    threads = _threads()
     idle = hasattr(os, "SCHED_IDLE")
     for tid in threads:
         with contextlib.suppress(OSError):
@@ -108,10 +114,7 @@ def run_on(cpus: set[int]) -> None:
     """Every thread of this process on `cpus` (`mlops serve --shadow-cpus`: the CPUs the champion does
     not use, so the challenger's scoring neither preempts the champion's threads nor evicts their data
     from that CPU's caches; on Linux affinity is per thread, like priority)."""
-    try:
-        threads = [int(tid) for tid in os.listdir("/proc/self/task")]
-    except OSError:
-        threads = [0]
+    threads = _threads()
     try:
         for tid in threads:
             os.sched_setaffinity(tid, cpus)
