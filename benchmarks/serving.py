@@ -29,8 +29,10 @@ Also measured, per model:
   and how much shadow work was scored and shed. Both servers run side by side and their cells
   alternate (`--shadow-rounds` pairs, A B B A ...): the ratios are medians of per-pair ratios, each
   with a 90 % bootstrap interval (scipy.stats.bootstrap), so a target inside the machine's noise shows
-  as such, and every cell is printed with the load average at its end and the CPU seconds of the
-  server and of its shadow worker.
+  as such, and every cell is printed with the load average at its end, the CPU seconds of the
+  server and of its shadow worker, and how busy the servers' CPUs were. The champion's own side of
+  the shadow is printed as the serving process's CPU per rate cell against champion-only's (paired,
+  the worker's apart): the same requests, so any difference is the copies' cost to the champion.
   The shadow cells pin the load generator to a CPU of its own and both servers, with their workers, to
   the others (`--no-shadow-pin` to share them all), and take the champion-only maximum there. Why: with
   the load generator, the server's two threads and the worker on the same two cores, a champion-only
@@ -439,6 +441,7 @@ def main() -> None:
     parser.add_argument(
         "--shadow-max-busy", type=float, default=None, help="the shadow server's --shadow-max-busy"
     )
+    parser.add_argument("--shadow-queue", type=int, default=None, help="the shadow server's --shadow-queue")
     parser.add_argument(
         "--shadow-control",
         action="store_true",
@@ -663,15 +666,15 @@ def print_shadow(shadows: list[dict], args: argparse.Namespace) -> None:
     print("\nEvery cell (load average at its end):")
     print(
         "| model | load | pair | server | req/s | p50 ms | p99 ms | scored / shed | loadavg | "
-        "CPU s server / worker |"
+        "CPU s server / worker | servers' CPUs busy |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in shadows:
         for c in r["cells"]:
             print(
                 f"| {r['model']} | {c['load']} | {c['pair']} | {c['server']} | {c['rps']:.0f} | "
                 f"{c['p50_ms']:.2f} | {c['p99_ms']:.2f} | {c['scored']} / {c['shed']} | {c['loadavg']:.1f} | "
-                f"{c['cpu_server']:.2f} / {c['cpu_worker']:.2f} |"
+                f"{c['cpu_server']:.2f} / {c['cpu_worker']:.2f} | {c['cpus_busy']:.0%} |"
             )
     for r in shadows:
         low, high = r["p99_pooled_interval"]
@@ -679,6 +682,12 @@ def print_shadow(shadows: list[dict], args: argparse.Namespace) -> None:
             f"{r['model']}: p99 over all rate cells of each server (every request pooled): "
             f"{r['p99_pooled_alone_ms']:.2f} ms champion only, {r['p99_pooled_shadow_ms']:.2f} ms with the "
             f"shadow, {r['p99_pooled_ratio']:.2f}x [{low:.2f}-{high:.2f}] (pairs resampled)"
+        )
+    for r in shadows:
+        low, high = r["cpu_ratio_interval"]
+        print(
+            f"{r['model']}: the shadow server's own CPU per rate cell (its worker apart), against "
+            f"champion-only's: {r['cpu_ratio']:.2f}x [{low:.2f}-{high:.2f}]"
         )
     for r in shadows:
         print(
@@ -745,6 +754,16 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return used(server), sum(used(child) for child in server.children(recursive=True))
 
 
+def cpu_busy_seconds(cpus: set[int] | None) -> float:
+    """Non-idle seconds of `cpus` (all when None) so far: over a cell, how busy the servers' CPUs were,
+    the shadow worker's scoring and the kernel's work for the servers included."""
+    import psutil
+
+    per_cpu = psutil.cpu_times(percpu=True)
+    chosen = range(len(per_cpu)) if cpus is None else sorted(cpus)
+    return sum(sum(per_cpu[i]) - per_cpu[i].idle - getattr(per_cpu[i], "iowait", 0.0) for i in chosen)
+
+
 def measure_shadow(
     kind: str, name: str, tracking_uri: str, home: Path, body: bytes, champion_max: float, args
 ) -> dict:
@@ -765,6 +784,7 @@ def measure_shadow(
     shadow_options = (
         "--challenger", f"models:/{name}@challenger", "--mode", "shadow",
         *(("--shadow-max-busy", str(args.shadow_max_busy)) if args.shadow_max_busy else ()),
+        *(("--shadow-queue", str(args.shadow_queue)) if args.shadow_queue else ()),
     )  # fmt: skip
     if args.shadow_control:
         shadow_options = ()
@@ -826,7 +846,9 @@ def measure_shadow(
                 order = ("alone", "shadow") if index % 2 == 0 else ("shadow", "alone")
                 for label in order:
                     before, cpu_before = shadow_counts(), cpu_seconds(servers[label][1].pid)
+                    busy_before, started = cpu_busy_seconds(server_cpus), time.monotonic()
                     cell = run_load(servers[label][0], body, args, rate=cell_rate, cpus=client_cpus)
+                    busy = (cpu_busy_seconds(server_cpus) - busy_before) / (time.monotonic() - started)
                     assert cell["errors"] == 0, cell["last_error"]
                     after, cpu_after = shadow_counts(), cpu_seconds(servers[label][1].pid)
                     cells.append(
@@ -844,6 +866,8 @@ def measure_shadow(
                             # CPU seconds over the cell (warm-up included): server, shadow worker
                             "cpu_server": cpu_after[0] - cpu_before[0],
                             "cpu_worker": cpu_after[1] - cpu_before[1],
+                            # the servers' CPUs' busy share over the cell (per CPU, warm-up included)
+                            "cpus_busy": busy / (len(server_cpus) if server_cpus else os.cpu_count()),
                             "latencies_us": cell.get("latencies_us"),
                         }
                     )
@@ -851,7 +875,8 @@ def measure_shadow(
                         f"  {kind:8s} shadow {load:9s} pair {index} {label:6s} {cell['rps']:8.0f} req/s  "
                         f"p50 {cell['p50_ms']:6.2f} ms  p99 {cell['p99_ms']:6.2f} ms  scored/shed "
                         f"{cells[-1]['scored']}/{cells[-1]['shed']}  load {cells[-1]['loadavg']:.1f}  "
-                        f"cpu s server/worker {cells[-1]['cpu_server']:.2f}/{cells[-1]['cpu_worker']:.2f}",
+                        f"cpu s server/worker {cells[-1]['cpu_server']:.2f}/{cells[-1]['cpu_worker']:.2f}  "
+                        f"busy {cells[-1]['cpus_busy']:.0%}",
                         flush=True,
                     )
         worker = requests.get(f"http://{LOOPBACK}:{servers['shadow'][0]}/health", timeout=10).json()
@@ -865,6 +890,9 @@ def measure_shadow(
 
     p99, rps = pairs("rate", "p99_ms"), pairs("saturated", "rps")
     p99_ratios, rps_ratios = [s / a for a, s in p99], [s / a for a, s in rps]
+    # The champion's side of the shadow: the serving process's own CPU (its worker apart) for the same
+    # requests at the fixed rate.
+    cpu_ratios = [s / a for a, s in pairs("rate", "cpu_server")]
     pooled = pooled_p99_ratio(pairs("rate", "latencies_us"))
     for c in cells:
         c.pop("latencies_us")
@@ -881,6 +909,8 @@ def measure_shadow(
         "max_shadow": statistics.median(s for _, s in rps),
         "throughput_ratio": statistics.median(rps_ratios),
         "throughput_ratio_interval": median_interval(rps_ratios),
+        "cpu_ratio": statistics.median(cpu_ratios),
+        "cpu_ratio_interval": median_interval(cpu_ratios),
         "scored": sum(c["scored"] for c in cells),
         "shed": sum(c["shed"] for c in cells),
         "scored_at_rate": sum(c["scored"] for c in cells if c["load"] == "rate"),
