@@ -759,9 +759,13 @@ def cpu_busy_seconds(cpus: set[int] | None) -> float:
     the shadow worker's scoring and the kernel's work for the servers included."""
     import psutil
 
+    def busy(times) -> float:
+        # Linux counts guest time inside user time too; iowait is idle time.
+        not_busy = ("idle", "iowait", "guest", "guest_nice")
+        return sum(times) - sum(getattr(times, field, 0.0) for field in not_busy)
+
     per_cpu = psutil.cpu_times(percpu=True)
-    chosen = range(len(per_cpu)) if cpus is None else sorted(cpus)
-    return sum(sum(per_cpu[i]) - per_cpu[i].idle - getattr(per_cpu[i], "iowait", 0.0) for i in chosen)
+    return sum(busy(per_cpu[i]) for i in (range(len(per_cpu)) if cpus is None else sorted(cpus)))
 
 
 def measure_shadow(
