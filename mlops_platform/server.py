@@ -142,9 +142,15 @@ class ServerConfig:
 
 
 def server_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The server's environment: job runners off (no jobs are used, and they cost two cores here)."""
+    """The server's environment: job runners off (no jobs are used, and they cost two cores here),
+    presigned multipart transfers of large artifacts on."""
     environment = dict(os.environ)
     environment["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    # Large artifacts go between clients and an S3 destination over presigned URLs, bypassing the
+    # server (README, "Large artifacts"); since MLflow 3.18 the server offers that only when these are
+    # set in its own environment. An operator's "false" stands; a local destination offers neither.
+    environment.setdefault("MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD", "true")
+    environment.setdefault("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "true")
     environment.update(extra or {})
     return environment
 

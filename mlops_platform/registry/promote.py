@@ -148,12 +148,17 @@ def check_model_name(name: str) -> None:
 
 def check_alias(alias: str) -> None:
     from mlflow.exceptions import MlflowException
-    from mlflow.utils.validation import _validate_model_alias_name
+    from mlflow.utils import validation
 
+    # MLflow's own rule for alias names (characters, length): `_validate_alias_name` since MLflow 3.18,
+    # `_validate_model_alias_name` before it.
+    validate_alias_name = getattr(validation, "_validate_alias_name", None)
+    if validate_alias_name is None:
+        validate_alias_name = validation._validate_model_alias_name
     if alias == PREVIOUS_ALIAS:
         raise RegistryError(f"invalid alias {alias!r}: it is reserved for the version the champion replaced")
     try:
-        _validate_model_alias_name(alias)
+        validate_alias_name(alias)
     except MlflowException as error:
         raise RegistryError(f"invalid alias {alias!r}: {error.message}") from None
 
