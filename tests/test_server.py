@@ -127,3 +127,17 @@ def test_tracking_uri_falls_back_to_a_live_local_server_only(tmp_path: Path, mon
         assert resolve_tracking_uri("http://explicit:5000") == "http://explicit:5000"
     finally:
         server.stop()
+
+
+def test_the_server_offers_presigned_multipart_transfers_unless_the_operator_said_no(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """MLflow 3.18 offers S3 multipart transfers over presigned URLs only when the server's own
+    environment says so (tests/team/test_large_artifacts.py moves 512 MiB that way)."""
+    from mlops_platform.server import server_environment
+
+    for name in ("MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD", "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD"):
+        monkeypatch.delenv(name, raising=False)
+        assert server_environment()[name] == "true"
+        monkeypatch.setenv(name, "false")
+        assert server_environment()[name] == "false"
