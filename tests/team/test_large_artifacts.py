@@ -1,9 +1,11 @@
 """A 512 MiB artifact on the team stack, both ways a client can move it through the artifact proxy:
 
-- multipart (MLflow's default against an S3 destination, for files of at least
-  MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE = 500 MB): the server opens an S3 multipart upload and signs
-  one URL per MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE part (10 MiB); the client PUTs the parts to S3 itself and
-  downloads with ranged GETs of presigned URLs. The bytes never pass through the server.
+- multipart (the default of `mlops server start` against an S3 destination, which sets
+  MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD/_DOWNLOAD in the server's environment: MLflow 3.18 offers it
+  only then; for files of at least MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE = 500 MB): the server
+  opens an S3 multipart upload and signs one URL per MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE part (10 MiB);
+  the client PUTs the parts to S3 itself and downloads with ranged GETs of presigned URLs.
+  The bytes never pass through the server.
 - streamed (MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD=false and ..._DOWNLOAD=false, for clients that cannot
   reach the S3 endpoint): one PUT and one GET through the server, which spools to its temporary folder
   and moves the file to S3 with boto3's multipart transfer.
