@@ -13,6 +13,7 @@ This module wires routes to the service; `scoring` parses and predicts, `reload`
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -49,6 +50,18 @@ REQUEST_ID_HEADER = "X-Request-Id"
 # With --challenger: which model answered (its registry version, and "champion" or "challenger").
 MODEL_VERSION_HEADER = "X-Model-Version"
 MODEL_ROLE_HEADER = "X-Model-Role"
+_REQUEST_ID_KEY = REQUEST_ID_HEADER.lower().encode("latin-1")
+
+
+@functools.lru_cache(maxsize=64)
+def _answered_by(version: str, role: str) -> tuple[tuple[bytes, bytes], ...]:
+    """The raw header pairs naming the version and role that answered."""
+    return (
+        (MODEL_VERSION_HEADER.lower().encode("latin-1"), version.encode("latin-1")),
+        (MODEL_ROLE_HEADER.lower().encode("latin-1"), role.encode("latin-1")),
+    )
+
+
 # A client's own request id is kept when it is short and plain; anything else gets ours.
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
@@ -149,7 +162,6 @@ class ScoringService:
             "max_batch_size": self.config.max_batch_size,
             "max_wait_ms": self.config.max_wait_ms,
             "allow_unsafe": self.config.allow_unsafe_models,
-            "capacity": self.config.shadow_queue,
             "cpus": sorted(parse_cpu_list(self.config.shadow_cpus)) if self.config.shadow_cpus else None,
         }
 
@@ -330,12 +342,14 @@ class ScoringService:
 
     @staticmethod
     def answered(answer: Answer, request_id: str, model: ServedModel, role: str) -> Response:
-        headers = {
-            REQUEST_ID_HEADER: request_id,
-            MODEL_VERSION_HEADER: str(model.identity.version),
-            MODEL_ROLE_HEADER: role,
-        }
-        return Response(answer.body, answer.status, media_type=JSON, headers=headers)
+        """The answer, naming its request, and the version and role that answered (the raw header
+        pairs: Starlette's own would encode and check each header at every request)."""
+        response = Response(answer.body, answer.status, media_type=JSON)
+        response.raw_headers += (
+            (_REQUEST_ID_KEY, request_id.encode("latin-1")),
+            *_answered_by(str(model.identity.version), role),
+        )
+        return response
 
     async def ping(self, request: Request) -> Response:
         return Response("\n", media_type=JSON)  # what `mlflow models serve` answers

@@ -5,12 +5,13 @@ The champion never waits for any of it. A copy is accepted only while the champi
 (it had requests in flight for less than `--shadow-max-busy` of the recent past), while the worker is
 up, and while fewer than `capacity` copies await their result; anything else is shed and counted.
 Accepting a copy appends it to an outbox; the outbox goes to the worker as one pipe write every
-SEND_EVERY_S (sooner when `capacity / 4` copies wait), so the worker wakes a few dozen times a second
-and scores each burst in one model call, instead of waking, and taking a CPU the champion's threads
-and clients then miss, once per copy. Results also arrive in bursts and cost the champion a dictionary
-update each. Copies nobody logs (no --log-predictions: only their counts matter) skip even that: a
-burst of them goes as one stacked array and comes back as one count (offer_counted). The worker runs
-at SCHED_IDLE (and nice 19), so it takes CPU the champion does not need.
+SEND_EVERY_S (sooner when `capacity / 4` copies wait), and the worker scores each burst in one model
+call. The worker looks for bursts every 25 ms (shadow_worker.POLL_S) instead of waiting on the pipe,
+so a write costs the champion a copy into the pipe's buffer, not the wakeup of another process.
+Results also arrive in bursts and cost the champion a dictionary update each. Copies nobody logs
+(no --log-predictions: only their counts matter) skip even that: a burst of them goes as one stacked
+array and comes back as one count (offer_counted). The worker runs at SCHED_IDLE (and nice 19), so it
+takes CPU the champion does not need.
 A worker that dies takes only its copies with it: they are shed, and a new worker starts after a
 delay that doubles with each consecutive failure.
 
@@ -55,6 +56,9 @@ START_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 3.0
 RESTART_DELAY_S = 1.0
 MAX_RESTART_DELAY_S = 60.0
+# The admission test's slower parts (the champion's busy share, the bytes waiting) are read at most this
+# often; the queue's room is counted at every copy.
+GATE_EVERY_S = 0.001
 
 
 @dataclass
@@ -68,24 +72,16 @@ class ShadowJob:
 
 
 class CountedBurst:
-    """Counted copies waiting to go to the worker together: their inputs and the champion's outputs,
-    stacked into one array each when sent (each copy's rows are told apart by `sizes`)."""
+    """Counted copies of one challenger version waiting to go to the worker together: their inputs and
+    the champion's outputs, stacked into one array each when sent (each copy's rows told apart by
+    `sizes`). A copy costs the request two appends; whether the copies stack (same dtype and trailing
+    shape: a champion reload can change them) is sorted out once per burst, when it is sent."""
 
-    def __init__(self, identity: Any, inputs: np.ndarray, ours: np.ndarray):
+    def __init__(self, identity: Any):
         self.identity = identity
-        self.kind = (inputs.dtype, inputs.shape[1:], ours.dtype, ours.shape[1:])
         self.queued_at = time.monotonic()
         self.inputs: list[np.ndarray] = []
         self.ours: list[np.ndarray] = []
-
-    def takes(self, identity: Any, inputs: np.ndarray, ours: np.ndarray) -> bool:
-        """The copy is for the same challenger version and stacks with the others."""
-        return identity is self.identity and self.kind == (
-            inputs.dtype,
-            inputs.shape[1:],
-            ours.dtype,
-            ours.shape[1:],
-        )
 
     def add(self, inputs: np.ndarray, ours: np.ndarray) -> None:
         self.inputs.append(inputs)
@@ -94,8 +90,20 @@ class CountedBurst:
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.inputs) + sum(a.nbytes for a in self.ours)
 
+    def parts(self) -> list[CountedBurst]:
+        """This burst as bursts whose copies stack: itself, unless the copies' kinds differ."""
+        kinds: dict[tuple, CountedBurst] = {}
+        for inputs, ours in zip(self.inputs, self.ours, strict=True):
+            kind = (inputs.dtype, inputs.shape[1:], ours.dtype, ours.shape[1:])
+            part = kinds.get(kind)
+            if part is None:
+                part = kinds[kind] = CountedBurst(self.identity)
+                part.queued_at = self.queued_at
+            part.add(inputs, ours)
+        return [self] if len(kinds) == 1 else list(kinds.values())
+
     def message(self, burst_id: int) -> dict[str, Any]:
-        """What the worker gets (shadow_worker's burst)."""
+        """What the worker gets (shadow_worker's burst; the copies stack: see `parts`)."""
         return {
             "burst": burst_id,
             "identity": self.identity,
@@ -120,12 +128,15 @@ class ShadowWorker:
         flight for more than this share of the recent past (busy.py). `on_counts`: a burst of counted
         copies came back (shadow_worker's burst result)."""
         self.capacity = capacity
+        self._send_at = max(1, capacity // 4)  # copies waiting in the outbox that are sent at once
         self.on_counts = on_counts
         self.max_busy = max_busy
         self._settings = settings  # the worker's init message, built at each (re)start
         self._in_flight = 0
         self.champion_busy_share = BusyShare()
         self.last_champion_busy: float | None = None  # at the last copy's admission test, for /health
+        self._gate_closed = False  # the champion busy or too many bytes waiting, as last read
+        self._gate_due = 0.0  # when to read them again
         self._outbox: list[dict[str, Any]] = []
         self._send_timer: asyncio.TimerHandle | None = None
         self._pending: dict[int, ShadowJob] = {}
@@ -167,15 +178,23 @@ class ShadowWorker:
     def full(self) -> bool:
         """No room for another copy: the champion is saturated, no worker is ready, or the worker has
         `capacity` copies (or MAX_PENDING_BYTES of them, or MAX_BUFFERED_BYTES not yet written) not
-        yet answered."""
-        champion_busy = self.champion_busy_share.value()
-        self.last_champion_busy = champion_busy
+        yet answered. On every request's path: the busy share and the byte counts are read at most
+        once per GATE_EVERY_S (a fraction of the share's time constant, busy.py)."""
+        now = time.monotonic()
+        if now >= self._gate_due:
+            self._gate_due = now + GATE_EVERY_S
+            champion_busy = self.last_champion_busy = self.champion_busy_share.value(now)
+            process = self._process
+            unwritten = process.stdin.transport.get_write_buffer_size() if process and self._ready else 0
+            self._gate_closed = (
+                champion_busy > self.max_busy
+                or self._pending_bytes > MAX_PENDING_BYTES
+                or unwritten > MAX_BUFFERED_BYTES
+            )
         return (
             not self._ready
-            or champion_busy > self.max_busy
+            or self._gate_closed
             or len(self._pending) + self._counted_waiting >= self.capacity
-            or self._pending_bytes > MAX_PENDING_BYTES
-            or self._process.stdin.transport.get_write_buffer_size() > MAX_BUFFERED_BYTES
         )
 
     def offer(self, job: ShadowJob) -> None:
@@ -195,22 +214,22 @@ class ShadowWorker:
     def offer_counted(self, identity: Any, inputs: np.ndarray, ours: np.ndarray) -> None:
         """Send a copy whose result only counts (no prediction log): the champion's validated `inputs`
         and raw output `ours`. Such copies travel as one array per burst and come back as the burst's
-        counts, so a copy costs the champion an append, not a message of its own each way (~45 us a
-        copy that way, most of a 1-row request's shadow cost; caller checked `full()`)."""
+        counts, so a copy costs the champion two appends, not a message of its own each way (~45 us a
+        copy that way, most of a 1-row request's shadow cost; caller checked `full()`). Their bytes
+        count against MAX_PENDING_BYTES from the burst's sending on."""
         burst = self._burst
-        if burst is not None and not burst.takes(identity, inputs, ours):
-            self._send_outbox()  # a copy that does not stack with the burst (another version) starts one
-            burst = None
-        if burst is None:
-            burst = self._burst = CountedBurst(identity, inputs, ours)
-        burst.add(inputs, ours)
+        if burst is None or burst.identity is not identity:
+            if burst is not None:
+                self._send_outbox()  # a copy for another version starts a burst of its own
+            burst = self._burst = CountedBurst(identity)
+        burst.inputs.append(inputs)
+        burst.ours.append(ours)
         self._counted_waiting += 1
-        self._pending_bytes += inputs.nbytes + ours.nbytes
         self.queued += 1
         self._send_soon(len(burst.inputs))
 
     def _send_soon(self, waiting: int) -> None:
-        if waiting + len(self._outbox) >= max(1, self.capacity // 4):
+        if waiting + len(self._outbox) >= self._send_at:
             self._send_outbox()
         elif self._send_timer is None:
             self._send_timer = self._loop.call_later(SEND_EVERY_S, self._send_outbox)
@@ -222,11 +241,13 @@ class ShadowWorker:
             self._send_timer = None
         outbox, self._outbox = self._outbox, []
         burst, self._burst = self._burst, None
-        if burst is not None:
+        for part in burst.parts() if burst is not None else ():
             burst_id = self._next_id
             self._next_id += 1
-            self._bursts[burst_id] = (len(burst.inputs), burst.nbytes())
-            outbox.append(burst.message(burst_id))
+            size = part.nbytes()
+            self._bursts[burst_id] = (len(part.inputs), size)
+            self._pending_bytes += size
+            outbox.append(part.message(burst_id))
         if outbox and self._ready:  # else the worker is gone: _drop_pending sheds them
             self._process.stdin.write(encode(outbox))
 

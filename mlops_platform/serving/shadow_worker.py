@@ -22,9 +22,11 @@ Out: {"ready": pid, "priority": ..., "cpus": [...]} once the first version is lo
      per job:
      {"id", "version", "latency_s", "error", "rows", "agreed"} (+ "output", "predictions" when "keep"),
      or {"id", "shed": reason}; per burst one {"burst", "version", "latencies_s", "errors", "rows",
-     "agreed", "shed"}. Results are sent in bursts (a list): once `flush_at` of them (a quarter
-     of the server's --shadow-queue) are ready or the oldest is `FLUSH_S` old, so the champion's event
-     loop is woken once per burst, not once per copy.
+     "agreed", "shed"}. Results are sent in bursts (a list), one per round of reading and scoring
+     what was waiting (or per RESULT_BATCH copies of a backlog), so the champion's event loop is woken
+     once per round, not once per copy. An idle worker looks for copies every POLL_S instead of
+     waiting on its stdin (see serve_jobs: a waiting reader makes each of the server's writes cost
+     the server a wakeup).
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ from mlops_platform.serving.heap import freeze_startup_heap
 
 HEADER = struct.Struct(">I")
 RESULT_BATCH = 64  # most copies scored in one go
-FLUSH_S = 0.02
+# How often an idle worker looks for copies (the server sends them every 25 ms, shadow.SEND_EVERY_S).
+POLL_S = 0.025
 NICE = 19
 # A copy that waited longer than this for the worker's CPU is shed: its comparison would describe old
 # traffic. Time spent loading a new challenger version does not count (its copies were never late).
@@ -443,14 +446,15 @@ def serve_jobs(channel: Channel) -> None:
     freeze_startup_heap()  # a full GC pass over torch's heap is CPU the champion may need
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     channel.write({"ready": os.getpid(), "priority": lower_priority(), "cpus": cpus})
-    flush_at = max(1, min(RESULT_BATCH, settings["capacity"] // 4))
-    results: list[dict[str, Any]] = []
-    due = 0.0
     while True:
-        if results and (len(results) >= flush_at or not channel.waiting(due - time.monotonic())):
-            channel.write(results)
-            results = []
-        # Everything already waiting is read and scored together (at most RESULT_BATCH copies).
+        # Sleep, then look: a reader blocked on the pipe (select, read) is woken by every write, and that
+        # wakeup, an interrupt sent to the worker's CPU (a VM exit here), is paid by the writer: the
+        # champion's event loop. Looking every POLL_S, the server's writes only fill the pipe's buffer.
+        while not channel.waiting():
+            time.sleep(POLL_S)
+        # Everything already waiting is read and scored together (at most RESULT_BATCH copies a call),
+        # and the results go back as one frame per round: the server's loop wakes once per round.
+        results: list[dict[str, Any]] = []
         jobs: list[dict[str, Any]] = []
         message = channel.read()
         while message is not None:
@@ -462,15 +466,16 @@ def serve_jobs(channel: Channel) -> None:
                 scorer.model_for(message["load"])
             else:
                 jobs += expand_bursts([message])
-            if len(jobs) >= RESULT_BATCH or not channel.waiting():
+            if len(jobs) >= RESULT_BATCH:  # a backlog: its results go back as they are ready
+                channel.write(results + counted(scorer.run(jobs)))
+                results, jobs = [], []
+            if not channel.waiting():
                 break
             message = channel.read()
-        if jobs and not results:
-            due = time.monotonic() + FLUSH_S
         results += counted(scorer.run(jobs))
+        if results:
+            channel.write(results)
         if message is None:
-            if results:
-                channel.write(results)
             return
 
 

@@ -378,13 +378,20 @@ def test_a_burst_of_counted_copies_travels_as_one_array_and_comes_back_as_one_co
     identity = object()
     inputs = [rng.random((n, 4)).astype(np.float32) for n in (1, 3, 2)]
     ours = [rng.random((n, 10)).astype(np.float32) for n in (1, 3, 2)]
-    burst = CountedBurst(identity, inputs[0], ours[0])
+    burst = CountedBurst(identity)
     for rows, output in zip(inputs, ours, strict=True):
-        assert burst.takes(identity, rows, output)
         burst.add(rows, output)
-    # Another version, or outputs that do not stack, start a burst of their own.
-    assert not burst.takes(object(), inputs[0], ours[0])
-    assert not burst.takes(identity, inputs[0], ours[0][:, :5])
+    assert burst.parts() == [burst]  # the copies stack: the burst goes as it is
+    # Copies that do not stack (a champion reloaded mid-burst with another output) go as bursts of
+    # their own, each copy in exactly one.
+    mixed = CountedBurst(identity)
+    for rows, output in [(inputs[0], ours[0]), (inputs[1], ours[1][:, :5]), (inputs[2], ours[2])]:
+        mixed.add(rows, output)
+    parts = mixed.parts()
+    assert [len(part.inputs) for part in parts] == [2, 1]
+    assert all(part.identity is identity and part.queued_at == mixed.queued_at for part in parts)
+    np.testing.assert_array_equal(parts[1].ours[0], ours[1][:, :5])
+    assert sum(len(part.message(i)["sizes"]) for i, part in enumerate(parts)) == 3
     frame = encode([burst.message(7)])  # as it goes down the pipe: a length, then a pickle
     (length,) = HEADER.unpack_from(frame)
     message = pickle.loads(frame[HEADER.size : HEADER.size + length])[0]
