@@ -222,8 +222,7 @@ class ShadowWorker:
             if burst is not None:
                 self._send_outbox()  # a copy for another version starts a burst of its own
             burst = self._burst = CountedBurst(identity)
-        burst.inputs.append(inputs)
-        burst.ours.append(ours)
+        burst.add(inputs, ours)
         self._counted_waiting += 1
         self.queued += 1
         self._send_soon(len(burst.inputs))

@@ -157,9 +157,9 @@ class Channel:
         del self._buffer[:end]
         return data
 
-    def waiting(self, timeout: float = 0.0) -> bool:
-        """A frame, or part of one, can be read without blocking (waiting at most `timeout` s for it)."""
-        return len(self._buffer) > 0 or bool(select.select([self.read_fd], [], [], max(0.0, timeout))[0])
+    def waiting(self) -> bool:
+        """A frame, or part of one, can be read without blocking (a look, not a wait: see serve_jobs)."""
+        return len(self._buffer) > 0 or bool(select.select([self.read_fd], [], [], 0)[0])
 
     def read(self) -> Any | None:
         """The next message; None when the serving process has closed its end (or is gone)."""
