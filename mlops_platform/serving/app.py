@@ -31,6 +31,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mlops_platform.serving import challenger as ab
+from mlops_platform.serving.busy import BusyShare
 from mlops_platform.serving.config import ServeConfig, parse_cpu_list
 from mlops_platform.serving.errors import RequestError
 from mlops_platform.serving.heap import CollectorClock, freeze_startup_heap
@@ -102,8 +103,13 @@ class ScoringService:
         self.tracking_uri = tracking_uri
         self.champion = ModelSlot.open(config.model_uri, tracking_uri, config.reload_interval, self.load)
         self.challenger: ModelSlot | None = None
+        self.champion_busy = BusyShare()  # kept by the shadow's request path, read by its admission test
         self.shadow = ShadowWorker(
-            config.shadow_queue, self.shadow_settings, config.shadow_max_busy, self.shadow_counts
+            config.shadow_queue,
+            self.shadow_settings,
+            config.shadow_max_busy,
+            self.shadow_counts,
+            champion_busy=self.champion_busy,
         )
         if config.challenger:
             try:
@@ -129,7 +135,7 @@ class ScoringService:
         self.started_at = time.time()
         self.frozen_objects = 0
         self.collector_clock = CollectorClock()
-        self._same_input: tuple[ServedModel, ServedModel, bool] | None = None
+        self._shadow_route: tuple[ServedModel, ServedModel, bool, bool] | None = None
         self.served = 0
         self.refused = 0
 
@@ -167,9 +173,14 @@ class ScoringService:
 
     # Routes.
 
+    def invocations_endpoint(self):
+        """The /invocations route of this server's mode, picked once: a champion-only server's path has
+        nothing of a challenger's in it, and a shadow's nothing of a canary's."""
+        if self.challenger is None:
+            return self.invocations
+        return self.invocations_shadowed if self.config.mode == ab.SHADOW else self.invocations_canary
+
     async def invocations(self, request: Request) -> Response:
-        if self.challenger is not None:
-            return await self.invocations_with_challenger(request)
         request_id = request_id_of(request)
         model = self.champion.current  # this request finishes with this model, whatever reloads meanwhile
         try:
@@ -181,14 +192,43 @@ class ScoringService:
         self.log_answer(request_id, model, answer)
         return Response(answer.body, answer.status, media_type=JSON, headers={REQUEST_ID_HEADER: request_id})
 
-    async def invocations_with_challenger(self, request: Request) -> Response:
+    async def invocations_shadowed(self, request: Request) -> Response:
+        """Shadow mode: the champion answers (`invocations` plus the shadow's bookkeeping: the busy
+        share's marks, whose clock reads time the answer too, the champion's statistics) and a copy goes
+        to the challenger (`queue_shadow`). Kept to one coroutine: every call on this path is paid on
+        every request."""
+        request_id = request_id_of(request)
+        model = self.champion.current
+        try:
+            body = await read_body(request, self.config.max_body_bytes)
+        except RequestError as error:
+            return self.refuse(error, request_id)
+        content_type = request.headers.get("content-type")
+        busy = self.champion_busy
+        started = busy.started()
+        try:
+            answer = await score(model, body, content_type, self.logs_predictions)
+        except RequestError as error:
+            self.stats[ab.CHAMPION].observe(time.monotonic() - started, False)
+            return self.refuse(error, request_id)
+        finally:
+            ended = busy.finished()
+        latency = ended - started
+        ok = answer.status == 200
+        self.stats[ab.CHAMPION].observe(latency, ok)
+        if ok:
+            self.served += 1
+            self.queue_shadow(request_id, model, answer, body, content_type, latency)
+        return self.answered(answer, request_id, model, ab.CHAMPION)
+
+    async def invocations_canary(self, request: Request) -> Response:
         request_id = request_id_of(request)
         try:
             body = await read_body(request, self.config.max_body_bytes)
         except RequestError as error:
             return self.refuse(error, request_id)
         content_type = request.headers.get("content-type")
-        if self.config.mode == ab.CANARY and not self.guard.tripped:
+        if not self.guard.tripped:
             sticky = request.headers.get(self.config.sticky_header) if self.config.sticky_header else None
             if ab.canary_bucket(sticky, self.config.canary_percent):
                 return await self.canary(request_id, body, content_type)
@@ -197,27 +237,22 @@ class ScoringService:
     async def champion_answer(
         self, request_id: str, body: bytes, content_type: str | None, extra: dict[str, Any] | None = None
     ) -> Response:
-        """The champion answers (with a shadow copy sent to the challenger in shadow mode)."""
+        """The champion answers a canary server's request (`extra`: what the prediction log adds)."""
         model = self.champion.current
-        started = time.perf_counter()
-        self.shadow.champion_started()
+        started = time.monotonic()
         try:
             answer = await score(model, body, content_type, self.logs_predictions)
         except RequestError as error:
-            self.stats[ab.CHAMPION].observe(time.perf_counter() - started, False)
+            self.stats[ab.CHAMPION].observe(time.monotonic() - started, False)
             return self.refuse(error, request_id)
-        finally:
-            self.shadow.champion_finished()
-        latency = time.perf_counter() - started
+        latency = time.monotonic() - started
         self.stats[ab.CHAMPION].observe(latency, answer.status == 200)
         self.served += answer.status == 200
-        if self.config.mode == ab.SHADOW and answer.status == 200:
-            self.queue_shadow(request_id, model, answer, body, content_type, latency, extra)
-        elif self.prediction_log is not None:
+        if self.prediction_log is not None:
             self.log_answer(request_id, model, answer, self.champion_extra(latency, extra))
         return self.answered(answer, request_id, model, ab.CHAMPION)
 
-    def champion_extra(self, latency: float, extra: dict[str, Any] | None) -> dict[str, Any]:
+    def champion_extra(self, latency: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """The champion's fields of a prediction-log line (built only when there is a log)."""
         return {
             "role": ab.CHAMPION,
@@ -266,8 +301,8 @@ class ScoringService:
         body: bytes,
         content_type: str | None,
         latency: float,
-        extra: dict[str, Any] | None,
     ) -> None:
+        """A copy of an answered request for the challenger, or a count of one shed."""
         challenger = self.challenger.current
         logged = self.prediction_log is not None
         if self.shadow.full():  # shed at once: no work, and a log line only when there is a log
@@ -275,18 +310,15 @@ class ScoringService:
             if logged:
                 shed = {"model_version": challenger.identity.version, "shed": True}
                 self.log_answer(
-                    request_id, champion, answer, {**self.champion_extra(latency, extra), "shadow": shed}
+                    request_id, champion, answer, {**self.champion_extra(latency), "shadow": shed}
                 )
             return
-        reuse = answer.output is not None and self.same_input(champion, challenger)
-        if (
-            reuse
-            and not logged
-            and not champion.records_output
-            and answer.inputs.nbytes + answer.output.nbytes <= OFFLOAD_BYTES
-        ):
-            self.shadow.offer_counted(challenger.identity, answer.inputs, answer.output)
+        _, _, reuse, counted = self.shadow_route(champion, challenger)
+        output = answer.output
+        if counted and output is not None and answer.inputs.nbytes + output.nbytes <= OFFLOAD_BYTES:
+            self.shadow.offer_counted(challenger.identity, answer.inputs, output)
             return
+        reuse = reuse and output is not None
         message = {
             "identity": challenger.identity,
             # Same signature: the champion's validated array is the challenger's input too.
@@ -314,14 +346,14 @@ class ScoringService:
                 theirs = Answer(b"", 200, None, result["output"], result["predictions"])
             else:
                 shadow["error"] = failure
-            line = {**self.champion_extra(latency, extra), "shadow": shadow}
+            line = {**self.champion_extra(latency), "shadow": shadow}
             self.log_answer(request_id, champion, answer, line, (challenger, theirs))
 
         def shed() -> None:
             if logged:
                 shadow = {"model_version": challenger.identity.version, "shed": True}
                 self.log_answer(
-                    request_id, champion, answer, {**self.champion_extra(latency, extra), "shadow": shadow}
+                    request_id, champion, answer, {**self.champion_extra(latency), "shadow": shadow}
                 )
 
         size = len(body) if answer.inputs is None else max(len(body), answer.inputs.nbytes)
@@ -333,12 +365,19 @@ class ScoringService:
         self.stats[ab.CHALLENGER].observe_many(result["latencies_s"], len(result["errors"]))
         self.agreement.add(result["rows"], result["agreed"])
 
-    def same_input(self, champion: ServedModel, challenger: ServedModel) -> bool:
-        """`same_input`, remembered for the pair of models (asked once per request)."""
-        cached = self._same_input
-        if cached is None or cached[0] is not champion or cached[1] is not challenger:
-            cached = self._same_input = (champion, challenger, same_input(champion, challenger))
-        return cached[2]
+    def shadow_route(
+        self, champion: ServedModel, challenger: ServedModel
+    ) -> tuple[ServedModel, ServedModel, bool, bool]:
+        """(champion, challenger, same input, counted) for this pair of models, remembered (asked once
+        per request): "same input" when the champion's validated array feeds the challenger as it is
+        (`same_input`); "counted" when, on top of that, only the copies' counts matter (no prediction
+        log, an output that is an array), so small ones go as counted copies (offer_counted)."""
+        route = self._shadow_route
+        if route is None or route[0] is not champion or route[1] is not challenger:
+            reuse = same_input(champion, challenger)
+            counted = reuse and self.prediction_log is None and not champion.records_output
+            route = self._shadow_route = (champion, challenger, reuse, counted)
+        return route
 
     @staticmethod
     def answered(answer: Answer, request_id: str, model: ServedModel, role: str) -> Response:
@@ -505,7 +544,7 @@ def describe_model(model: ServedModel) -> dict[str, Any]:
 
 def routes(service: ScoringService) -> list[Route]:
     return [
-        Route("/invocations", service.invocations, methods=["POST"]),
+        Route("/invocations", service.invocations_endpoint(), methods=["POST"]),
         Route("/ping", service.ping, methods=["GET"]),
         Route("/health", service.health, methods=["GET"]),
         Route("/version", service.version, methods=["GET"]),

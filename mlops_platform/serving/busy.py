@@ -19,20 +19,53 @@ WINDOW_S = 0.25
 
 
 class BusyShare:
-    """An exponential moving average (time constant `window_s`) of a 0/1 busy signal, updated only when
-    the signal flips. Its state is one tuple, replaced whole, so a reader in another thread never sees
-    half an update."""
+    """An exponential moving average (time constant `window_s`) of a 0/1 busy signal: 1 while requests
+    are in flight.
+
+    Every request's path marks its start and end (`started`, `finished`): a clock read and an addition
+    each, and the clock is the request's latency too. The average is brought up to date when read
+    (`value`, at most once a millisecond by the shadow's admission test), from the busy seconds since
+    the previous reading, taken as spread evenly over that interval: within a millisecond, against a
+    time constant of 250, that is exact to a fraction of a per cent. Used from the event loop's thread
+    only.
+    """
 
     def __init__(self, window_s: float = WINDOW_S):
         self.window_s = window_s
-        self._state = (False, 0.0, time.monotonic())  # (busy, share at `since`, since)
+        self.in_flight = 0
+        self._busy_since = 0.0  # when in_flight last rose from 0
+        self._busy_s = 0.0  # busy seconds since the last reading
+        self._share = 0.0  # the average at the last reading
+        self._read_at = time.monotonic()
+
+    def started(self) -> float:
+        """A request starts; returns the clock (time.monotonic)."""
+        now = time.monotonic()
+        if not self.in_flight:
+            self._busy_since = now
+        self.in_flight += 1
+        return now
+
+    def finished(self) -> float:
+        """A request ends; returns the clock (time.monotonic)."""
+        now = time.monotonic()
+        self.in_flight -= 1
+        if not self.in_flight:
+            self._busy_s += now - self._busy_since
+        return now
 
     def value(self, now: float | None = None) -> float:
-        busy, share, since = self._state
+        """The average at `now` (default: the clock), folding in the busy time since the last reading."""
         now = time.monotonic() if now is None else now
-        target = 1.0 if busy else 0.0
-        return target + (share - target) * math.exp(min(0.0, since - now) / self.window_s)
-
-    def flip(self, busy: bool) -> None:
-        now = time.monotonic()
-        self._state = (busy, self.value(now), now)
+        elapsed = now - self._read_at
+        if elapsed <= 0:
+            return self._share
+        busy = self._busy_s
+        if self.in_flight:  # the busy stretch under way counts up to now, and from now at the next reading
+            busy += max(0.0, now - self._busy_since)
+            self._busy_since = now
+        self._busy_s = 0.0
+        self._read_at = now
+        mean = min(1.0, busy / elapsed)
+        self._share = mean + (self._share - mean) * math.exp(-elapsed / self.window_s)
+        return self._share
