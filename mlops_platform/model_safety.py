@@ -25,6 +25,7 @@ import importlib.util
 import logging
 import os
 import threading
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,11 @@ _PYTORCH_LOADER = "mlflow.pytorch"
 _CODE_LOADER = "mlflow.pyfunc.loaders.code_model"
 # The pickle flag is process-wide; loads that set it take turns.
 _FLAG_LOCK = threading.Lock()
+# MLflow 3.18 deprecates the pickle flag for MLFLOW_ALLOW_MODEL_CODE_EXECUTION, which refuses every
+# pyfunc load when false (the pt2 and skops loads above included), so the old flag is still the only
+# switch that refuses pickles alone; MLflow honours it, and warns at every load it is set for.
+# tests/test_model_safety.py checks that MLflow still refuses a pickle under it.
+_PICKLE_FLAG_DEPRECATED = f"Environment variable {_PICKLE_FLAG} is deprecated"
 
 
 class UnsafeModelError(UserError):
@@ -95,6 +101,9 @@ def check_model(path: str | Path, allow_unsafe: bool = False) -> LoadPlan:
 def loading(plan: LoadPlan) -> Iterator[None]:
     """MLflow's pickle flag set as `plan` says for the duration of one load."""
     with _FLAG_LOCK:
+        # At each load, not once at import: a filter added later (pytest adds its own per test) would
+        # otherwise come first. Adding the same filter again moves it to the front, no more.
+        warnings.filterwarnings("ignore", message=_PICKLE_FLAG_DEPRECATED, category=FutureWarning)
         previous = os.environ.get(_PICKLE_FLAG)
         os.environ[_PICKLE_FLAG] = "true" if plan.allow_pickle else "false"
         try:

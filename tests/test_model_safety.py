@@ -118,3 +118,24 @@ def test_a_state_dict_artifact_is_accepted_only_when_it_holds_tensors_only(tmp_p
     (folder / "weights.pt").write_bytes(pickle.dumps(shutil.rmtree))
     with pytest.raises(UnsafeModelError, match=r"weights\.pt is not a tensors-only state_dict"):
         check_model(folder)
+
+
+def test_under_a_plan_without_pickles_mlflow_itself_refuses_a_pickled_model_and_says_nothing_else(tmp_path):
+    """Our loads set MLflow's pickle flag (deprecated in MLflow 3.18, still the only switch that refuses
+    pickles alone): MLflow must still refuse a pickle under it, and its deprecation warning stays out
+    of the server's log. When a release drops the flag, this fails and says so."""
+    import mlflow.sklearn
+    from mlflow.exceptions import MlflowException
+    from sklearn.linear_model import LinearRegression
+
+    path = tmp_path / "pickled"
+    mlflow.sklearn.save_model(
+        LinearRegression().fit([[0.0], [1.0]], [0.0, 1.0]), path, serialization_format="pickle"
+    )
+    with warnings.catch_warnings(record=True) as caught:  # the filters in force, ours included
+        no_pickles = model_safety.LoadPlan("skops", allow_pickle=False)
+        with model_safety.loading(no_pickles), pytest.raises(MlflowException, match=r"(?i)pickle"):
+            mlflow.sklearn.load_model(str(path))
+        with model_safety.loading(model_safety.LoadPlan("unsafe", allow_pickle=True)):
+            assert mlflow.sklearn.load_model(str(path)).predict([[2.0]])[0] == pytest.approx(2.0)
+    assert not [w for w in caught if "MLFLOW_ALLOW_PICKLE_DESERIALIZATION" in str(w.message)]
