@@ -24,10 +24,9 @@ class BusyShare:
 
     Every request's path marks its start and end (`started`, `finished`): a clock read and an addition
     each, and the clock is the request's latency too. The average is brought up to date when read
-    (`value`, at most once a millisecond by the shadow's admission test), from the busy seconds since
-    the previous reading, taken as spread evenly over that interval: within a millisecond, against a
-    time constant of 250, that is exact to a fraction of a per cent. Used from the event loop's thread
-    only.
+    (`value`, every few milliseconds by the shadow's admission test), from the busy seconds since the
+    previous reading, taken as spread evenly over that interval: over 5 ms, against a time constant
+    of 250, that weighs them within 1 % of the exact average. Used from the event loop's thread only.
     """
 
     def __init__(self, window_s: float = WINDOW_S):

@@ -29,7 +29,7 @@ def clock(monkeypatch) -> FakeClock:
 
 
 def read_every_ms(share: BusyShare, clock: FakeClock, seconds: float) -> float:
-    """Let `seconds` pass, read once a millisecond as the shadow's admission test does."""
+    """Let `seconds` pass, read once a millisecond (the admission test reads every few)."""
     for _ in range(round(seconds * 1000)):
         clock.now += 0.001
         busy = share.value()
@@ -87,7 +87,7 @@ def test_a_busy_champion_sheds_every_shadow_copy():
     assert worker.last_champion_busy > 0.8
     time.sleep(0.02)  # and as long with none: the champion no longer counts as busy
     assert busy.value() < 0.01
-    worker._gate_due = 0.0  # the gate is read again at the next copy (at most once a millisecond)
+    worker._gate_due = 0.0  # the gate is read again at the next copy (at most every GATE_EVERY_S)
     assert not worker.full()
 
 
