@@ -62,8 +62,8 @@ _CODE_LOADER = "mlflow.pyfunc.loaders.code_model"
 # The pickle flag is process-wide; loads that set it take turns.
 _FLAG_LOCK = threading.Lock()
 # MLflow 3.18 deprecates the pickle flag for MLFLOW_ALLOW_MODEL_CODE_EXECUTION, which refuses every
-# pyfunc load when false (the pt2 and skops loads above included), so the old flag is still the only
-# switch that refuses pickles alone; MLflow honours it, and warns at every load it is set for.
+# pyfunc load when false (our pt2, skops and models-from-code loads included), so the old flag is
+# the only switch that refuses pickles alone; MLflow honours it, and warns at every load it is set for.
 # tests/test_model_safety.py checks that MLflow still refuses a pickle under it.
 _PICKLE_FLAG_DEPRECATED = f"Environment variable {_PICKLE_FLAG} is deprecated"
 

@@ -156,7 +156,6 @@ class ShadowWorker:
         self.on_counts = on_counts
         self.max_busy = max_busy
         self._settings = settings  # the worker's init message, built at each (re)start
-        self._in_flight = 0
         self.champion_busy_share = champion_busy or BusyShare()
         self.last_champion_busy: float | None = None  # at the last copy's admission test, for /health
         self._gate_closed = False  # the champion busy or too many bytes waiting, as last read
