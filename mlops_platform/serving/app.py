@@ -21,6 +21,7 @@ import re
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -173,7 +174,7 @@ class ScoringService:
 
     # Routes.
 
-    def invocations_endpoint(self):
+    def invocations_endpoint(self) -> Callable[[Request], Awaitable[Response]]:
         """The /invocations route of this server's mode, picked once: a champion-only server's path has
         nothing of a challenger's in it, and a shadow's nothing of a canary's."""
         if self.challenger is None:
